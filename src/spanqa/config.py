@@ -1,0 +1,209 @@
+"""Structured-config schemas for the Hydra tree in conf/, and the checks Hydra's type system cannot express.
+
+Hydra merges every YAML node onto these dataclasses, so an unknown key or a wrongly typed value fails while
+composing. Range and cross-field checks live in `__post_init__`, which runs when `validate` turns the composed
+config into dataclass objects: an impossible value fails in the first second, before any model or data is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from spanqa.errors import ConfigError
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    _require(value in allowed, key, value, "allowed values are " + ", ".join(allowed))
+
+
+@dataclass
+class ModelConfig:
+    name: str = "spanbert"
+    name_or_path: str = "SpanBERT/spanbert-base-cased"
+    tokenizer_name_or_path: str | None = None
+    head: str = "span"
+    crf_num_candidates: int = 4
+
+    def __post_init__(self) -> None:
+        _one_of("model.head", self.head, ("span", "crf"))
+        _require(bool(self.name_or_path), "model.name_or_path", self.name_or_path, "a Hub id or a local directory")
+        _require(self.crf_num_candidates >= 1, "model.crf_num_candidates", self.crf_num_candidates, "must be >= 1")
+
+
+@dataclass
+class NullThresholdConfig:
+    policy: str = "fixed"
+    value: float = 0.5
+    held_out_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        _one_of("data.null_threshold.policy", self.policy, ("fixed", "tune_on_dev", "held_out"))
+        _require(0.0 <= self.value <= 1.0, "data.null_threshold.value", self.value, "a probability in [0, 1]")
+        _require(
+            0.0 < self.held_out_fraction < 1.0,
+            "data.null_threshold.held_out_fraction",
+            self.held_out_fraction,
+            "must lie strictly between 0 and 1",
+        )
+
+
+@dataclass
+class DataConfig:
+    dataset_name: str | None = "squad_v2"
+    train_file: str | None = None
+    validation_file: str | None = None
+    max_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 30
+    n_best: int = 20
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    num_proc: int | None = None
+    null_threshold: NullThresholdConfig = field(default_factory=NullThresholdConfig)
+
+    def __post_init__(self) -> None:
+        has_files = self.train_file is not None or self.validation_file is not None
+        _require(
+            (self.dataset_name is None) == has_files,
+            "data.dataset_name",
+            self.dataset_name,
+            "set either a dataset name or data.train_file/data.validation_file, not both",
+        )
+        if has_files:
+            _require(
+                self.train_file is not None and self.validation_file is not None,
+                "data.validation_file" if self.validation_file is None else "data.train_file",
+                None,
+                "local data needs both data.train_file and data.validation_file",
+            )
+        _require(self.max_length >= 32, "data.max_length", self.max_length, "must be >= 32")
+        _require(
+            0 < self.doc_stride < self.max_length,
+            "data.doc_stride",
+            self.doc_stride,
+            f"must be > 0 and < data.max_length={self.max_length}",
+        )
+        # Window = [CLS] question [SEP] context [SEP]; the overlap must leave room for new context tokens.
+        room = self.max_length - self.max_query_length - 3
+        _require(
+            self.max_query_length > 0 and self.doc_stride < room,
+            "data.doc_stride",
+            self.doc_stride,
+            f"must be < max_length - max_query_length - 3 = {room}",
+        )
+        _require(self.max_answer_length >= 1, "data.max_answer_length", self.max_answer_length, "must be >= 1")
+        _require(self.n_best >= 1, "data.n_best", self.n_best, "must be >= 1")
+        for key in ("max_train_samples", "max_eval_samples", "num_proc"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, f"data.{key}", value, "must be null or >= 1")
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    head_lr: float | None = None
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "optimizer.lr", self.lr, "must be > 0")
+        _require(self.head_lr is None or self.head_lr > 0, "optimizer.head_lr", self.head_lr, "null or > 0")
+        _require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "must be >= 0")
+        _require(0 <= self.warmup_ratio < 1, "optimizer.warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
+        for key in ("adam_beta1", "adam_beta2"):
+            _require(0 <= getattr(self, key) < 1, f"optimizer.{key}", getattr(self, key), "must be in [0, 1)")
+        _require(self.adam_epsilon > 0, "optimizer.adam_epsilon", self.adam_epsilon, "must be > 0")
+        _require(self.max_grad_norm > 0, "optimizer.max_grad_norm", self.max_grad_norm, "must be > 0")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 6
+    batch_size: int = 8
+    eval_batch_size: int = 64
+    grad_accum_steps: int = 1
+    max_steps: int = -1
+    precision: str = "auto"
+    logging_steps: int = 50
+    save_total_limit: int = 2
+    dataloader_workers: int = 0
+    group_by_length: bool = False
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "logging_steps"):
+            _require(getattr(self, key) >= 1, f"trainer.{key}", getattr(self, key), "must be >= 1")
+        _require(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps", self.max_steps, "-1 or >= 1")
+        _require(self.save_total_limit >= 1, "trainer.save_total_limit", self.save_total_limit, "must be >= 1")
+        _require(self.dataloader_workers >= 0, "trainer.dataloader_workers", self.dataloader_workers, ">= 0")
+        _one_of("trainer.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _one_of("trainer.device", self.device, ("auto", "cpu"))
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"
+    project: str = "spanqa"
+    entity: str | None = None
+    group: str = "spanbert"
+    mode: str = "auto"
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _one_of("logger.backend", self.backend, ("wandb", "none"))
+        _one_of("logger.mode", self.mode, ("auto", "online", "offline", "disabled"))
+
+
+@dataclass
+class DemoConfig:
+    dir: str = "outputs/demo_assets"
+    train_examples: int = 2000
+    dev_examples: int = 300
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.train_examples >= 10, "demo.train_examples", self.train_examples, "must be >= 10")
+        _require(self.dev_examples >= 10, "demo.dev_examples", self.dev_examples, "must be >= 10")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    demo: DemoConfig | None = None
+    seed: int = 42
+    run_name: str = "spanbert-seed42"
+    optimized_metric: str = "eval_f1"
+    resume: bool = False
+
+
+def register_configs() -> None:
+    """Make the schema available to `defaults: [spanqa_schema, ...]` in conf/config.yaml."""
+    ConfigStore.instance().store(name="spanqa_schema", node=Config)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Resolve interpolations and build the dataclasses, which runs every `__post_init__` check."""
+    try:
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    except ConfigError:
+        raise
+    except Exception as err:  # OmegaConf type/interpolation errors: keep their first line, it names the key.
+        raise ConfigError(str(err).splitlines()[0]) from err

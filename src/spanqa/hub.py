@@ -1,0 +1,42 @@
+"""Reachability of the Hugging Face Hub, decided once, before `transformers`/`datasets` are imported.
+
+Both libraries read HF_HUB_OFFLINE at import time. Without it, an unreachable Hub costs 20-100 s of retries
+before every failure; with it, anything already in the local cache still loads and anything else fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when a TCP connection to the Hub endpoint (HF_ENDPOINT, default huggingface.co) opens in time."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def settle_offline_mode() -> bool:
+    """Switch to offline mode when the Hub cannot be reached; returns True when running offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return True
+    if hub_reachable():
+        return False
+    log.warning("the Hugging Face Hub is unreachable: using only local paths and the local cache (HF_HUB_OFFLINE=1)")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    return True
+
+
+def is_local(name_or_path: str | None) -> bool:
+    return name_or_path is not None and Path(name_or_path).expanduser().exists()

@@ -1,0 +1,60 @@
+"""What a finished run leaves in its Hydra run dir, so `make compare` needs no network:
+
+run.json (composed config, Trainer log history, final metrics, wall time, steps/s, parameter count, best
+checkpoint, W&B run id), the final eval artifacts (predictions, null odds, n-best, per-question EM/F1) and
+`model/` (the best checkpoint, safetensors, loadable by `spanqa.predict` and, for the plain head, by
+`transformers.pipeline("question-answering")`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from transformers.trainer_utils import TrainOutput
+
+from spanqa.evaluation import write_artifacts
+from spanqa.tracking import Tracker
+from spanqa.trainer import QATrainer
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    found = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+    return str(found[-1]) if found else None
+
+
+def best_epoch(trainer: QATrainer) -> float | None:
+    """The epoch whose evaluation produced the best checkpoint (the one loaded at the end)."""
+    best = trainer.state.best_model_checkpoint
+    if best is None:
+        return None
+    step = int(best.rsplit("-", 1)[-1])
+    return next((h["epoch"] for h in trainer.state.log_history if h.get("step") == step and "eval_f1" in h), None)
+
+
+def save_final(
+    trainer: QATrainer, metrics: dict[str, float], train_output: TrainOutput, run_dir: Path, tracker: Tracker
+) -> None:
+    outcome = trainer.last_outcome
+    assert outcome is not None, "save_final runs after a final evaluate()"
+    metrics = {**metrics, "best_epoch": best_epoch(trainer)}
+    files = write_artifacts(outcome, run_dir, nbest=True)
+    trainer.save_model(str(run_dir / "model"))
+    model = trainer.model
+    record: dict[str, Any] = {
+        "run_name": trainer.args.run_name,
+        "metrics": metrics,
+        "null_threshold_policy": outcome.policy,
+        "log_history": trainer.state.log_history,
+        "train_runtime_s": train_output.metrics.get("train_runtime"),
+        "train_steps_per_second": train_output.metrics.get("train_steps_per_second"),
+        "global_step": trainer.state.global_step,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "wandb_run_id": tracker.run.id if tracker.run is not None else None,
+    }
+    (run_dir / "run.json").write_text(json.dumps(record, indent=1))
+    tracker.log_files(f"eval-{tracker.run.id}" if tracker.run else "eval", "evaluation", files)
+    tracker.finish({k: v for k, v in metrics.items() if v is not None})

@@ -1,0 +1,77 @@
+"""`make train …` → `python -m spanqa.train …`: compose, validate, train, evaluate, record. Returns the
+`optimized_metric` so Hydra sweepers (Optuna) can maximise it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from spanqa.config import Config, register_configs, validate
+from spanqa.errors import ConfigError, SpanQAError
+from spanqa.hub import settle_offline_mode
+from spanqa.tracking import resolve_mode
+
+register_configs()
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Never train over an earlier run's checkpoints; resuming needs them."""
+    has_checkpoints = any((run_dir / "checkpoints").glob("checkpoint-*"))
+    if has_checkpoints and not resume:
+        raise ConfigError(
+            f"run dir {str(run_dir)!r} already holds checkpoints: pass resume=true or a new hydra.run.dir"
+        )
+    if resume and not has_checkpoints:
+        raise ConfigError(
+            f"resume=true but run dir {str(run_dir)!r} has no checkpoint: set hydra.run.dir=<earlier run>"
+        )
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """The story: validate → data → model → Trainer → fit → evaluate → record."""
+    conf: Config = validate(cfg)  # impossible values fail here, in well under a second
+    wandb_mode = resolve_mode(conf)  # so does a W&B setup that cannot work
+    check_run_dir(run_dir, conf.resume)
+    settle_offline_mode()  # decided before transformers/datasets are imported: they read it at import
+
+    # torch, transformers and datasets are imported only past the checks above.
+    from transformers import set_seed
+
+    from spanqa.data import prepare_data
+    from spanqa.demo import build_demo_assets
+    from spanqa.modeling import load_model, load_tokenizer
+    from spanqa.records import last_checkpoint, save_final
+    from spanqa.tracking import Tracker
+    from spanqa.trainer import build_trainer
+
+    if conf.demo is not None:
+        build_demo_assets(conf.demo.dir, conf.demo.train_examples, conf.demo.dev_examples, conf.demo.seed)
+    set_seed(conf.seed)
+    tokenizer = load_tokenizer(conf.model)
+    model = load_model(conf.model, conf.data.max_answer_length)
+    data = prepare_data(conf.data, tokenizer, conf.seed)
+    tracker = Tracker.start(conf, OmegaConf.to_container(cfg, resolve=True), run_dir, wandb_mode)
+    trainer = build_trainer(conf, model, tokenizer, data, run_dir, tracker.report_to)
+    train_output = trainer.train(resume_from_checkpoint=last_checkpoint(run_dir) if conf.resume else None)
+    metrics = trainer.evaluate()  # the best epoch's model, loaded at the end of training
+    save_final(trainer, metrics, train_output, run_dir, tracker)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except SpanQAError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return metrics.get(cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()

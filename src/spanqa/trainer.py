@@ -1,0 +1,187 @@
+"""`QATrainer`: a `transformers.Trainer` whose evaluation ends in SQuAD v2 answers and official scores.
+
+Only `compute_metrics` is plugged in (post-processing + threshold policy + scorer), so everything the Trainer
+does around evaluation keeps working: eval_loss from the windows' labels, `eval_` prefixes, logging to W&B,
+best-checkpoint selection by eval_f1. Each evaluation also leaves its artifacts in `<run>/eval/step-N/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+from spanqa.config import Config, DataConfig
+from spanqa.data import QAData, WindowCollator
+from spanqa.errors import ConfigError
+from spanqa.evaluation import EvalSet, Outcome, postprocess, score, tuned_threshold, window_candidates, write_artifacts
+from spanqa.postprocess import WindowCandidates
+
+
+class QATrainer(Trainer):
+    def __init__(
+        self,
+        *args: Any,
+        eval_set: EvalSet,
+        data_cfg: DataConfig,
+        head: str,
+        run_dir: Path,
+        held_out_set: EvalSet | None = None,
+        head_lr: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, eval_dataset=eval_set.model_inputs(), compute_metrics=self._squad_metrics, **kwargs)
+        policy = data_cfg.null_threshold.policy
+        if policy == "held_out" and held_out_set is None:
+            raise ValueError("null_threshold.policy='held_out' needs held-out training questions")
+        self.eval_set, self.held_out_set = eval_set, held_out_set
+        self.data_cfg, self.head, self.run_dir, self.head_lr = data_cfg, head, run_dir, head_lr
+        self.last_outcome: Outcome | None = None
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def _candidates(self, predictions: tuple[np.ndarray, ...], es: EvalSet) -> WindowCandidates:
+        return window_candidates(predictions, self.head, es, self.data_cfg.n_best, self.data_cfg.max_answer_length)
+
+    def _squad_metrics(self, p: EvalPrediction) -> dict[str, float]:
+        preds_tuple = p.predictions if isinstance(p.predictions, tuple) else (p.predictions,)
+        preds = postprocess(self._candidates(preds_tuple, self.eval_set), self.eval_set, self.data_cfg.n_best)
+        policy = self.data_cfg.null_threshold.policy
+        if policy == "fixed":
+            threshold = self.data_cfg.null_threshold.value
+        elif policy == "tune_on_dev":
+            threshold = tuned_threshold(preds, self.eval_set.gold)
+        else:
+            threshold = self._held_out_threshold()
+        self.last_outcome = score(preds, self.eval_set, threshold, policy)
+        return self.last_outcome.metrics
+
+    def _held_out_threshold(self) -> float:
+        assert self.held_out_set is not None
+        es = self.held_out_set
+        with self._no_metrics():
+            out = self.predict(es.model_inputs(), metric_key_prefix="held_out")
+        preds_tuple = out.predictions if isinstance(out.predictions, tuple) else (out.predictions,)
+        return tuned_threshold(postprocess(self._candidates(preds_tuple, es), es, self.data_cfg.n_best), es.gold)
+
+    @contextlib.contextmanager
+    def _no_metrics(self) -> Iterator[None]:
+        saved, self.compute_metrics = self.compute_metrics, None
+        try:
+            yield
+        finally:
+            self.compute_metrics = saved
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
+        if eval_dataset is not None:
+            raise ValueError("QATrainer evaluates its EvalSet; build a new trainer for another set")
+        metrics = super().evaluate(ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        if self.last_outcome is not None and self.is_world_process_zero():
+            out_dir = self.run_dir / "eval" / f"step-{self.state.global_step}"
+            write_artifacts(self.last_outcome, out_dir, nbest=False)
+            (out_dir / "trainer_metrics.json").write_text(json.dumps(metrics, indent=1))
+        return metrics
+
+    # ------------------------------------------------------------------------------------------ optimiser
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """Same AdamW as the Trainer's, with an optional larger lr for the task head (CRF transitions)."""
+        if self.head_lr is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = model or self.model
+        decay = set(self.get_decay_parameter_names(model))
+        head = set(getattr(model, "crf_parameter_names", list)())
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                groups.setdefault((name in head, name in decay), []).append(param)
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_cls(
+            [
+                {
+                    "params": params,
+                    "lr": self.head_lr if is_head else self.args.learning_rate,
+                    "weight_decay": self.args.weight_decay if decays else 0.0,
+                }
+                for (is_head, decays), params in groups.items()
+            ],
+            **kwargs,
+        )
+        return self.optimizer
+
+
+def precision_flags(precision: str, device: str) -> dict[str, bool]:
+    """auto → bf16 on a GPU that supports it, fp32 otherwise (CPU autocast gains nothing for training)."""
+    on_gpu = device != "cpu" and torch.cuda.is_available()
+    if precision == "auto":
+        precision = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
+    if precision != "fp32" and not on_gpu:
+        raise ConfigError(f"trainer.precision={precision!r} needs a GPU; allowed on CPU: fp32, auto")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "tf32": on_gpu and precision != "fp16"}
+
+
+def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> TrainingArguments:
+    t, o = cfg.trainer, cfg.optimizer
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        run_name=cfg.run_name,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum_steps,
+        learning_rate=o.lr,
+        weight_decay=o.weight_decay,
+        warmup_steps=o.warmup_ratio,  # a float < 1 is a fraction of all steps
+        adam_beta1=o.adam_beta1,
+        adam_beta2=o.adam_beta2,
+        adam_epsilon=o.adam_epsilon,
+        max_grad_norm=o.max_grad_norm,
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="f1",
+        greater_is_better=True,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        dataloader_num_workers=t.dataloader_workers,
+        use_cpu=t.device == "cpu",
+        report_to=report_to or "none",
+        label_names=["start_positions", "end_positions"],
+        **precision_flags(t.precision, t.device),
+    )
+
+
+def build_trainer(
+    cfg: Config,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: QAData,
+    run_dir: Path,
+    report_to: list[str],
+) -> QATrainer:
+    args = training_arguments(cfg, run_dir, report_to)
+    on_gpu = not args.use_cpu and torch.cuda.is_available()
+    return QATrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        data_collator=WindowCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if on_gpu else None),
+        processing_class=tokenizer,
+        eval_set=data.eval_set,
+        held_out_set=data.held_out_set,
+        data_cfg=cfg.data,
+        head=cfg.model.head,
+        run_dir=run_dir,
+        head_lr=cfg.optimizer.head_lr,
+    )
