@@ -36,12 +36,13 @@ def _iter_squad_json(path: str, mtime_ns: int) -> Iterator[dict[str, Any]]:
     try:
         with open(path, encoding="utf-8") as f:
             blob = json.load(f)
-        articles = blob["data"]
-        for article in articles:
+        count = 0
+        for article in blob["data"]:
             for paragraph in article["paragraphs"]:
                 context = paragraph["context"]
                 for qa in paragraph["qas"]:
                     answers = [] if qa.get("is_impossible", False) else qa.get("answers", [])
+                    count += 1
                     yield {
                         "id": str(qa["id"]),
                         "title": article.get("title", ""),
@@ -52,6 +53,8 @@ def _iter_squad_json(path: str, mtime_ns: int) -> Iterator[dict[str, Any]]:
                             "answer_start": [int(a["answer_start"]) for a in answers],
                         },
                     }
+        if count == 0:
+            raise DataError(f"{path}: holds no questions")
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err})") from err
     except (KeyError, TypeError, AttributeError) as err:

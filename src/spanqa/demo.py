@@ -1,8 +1,8 @@
 """Offline stand-ins for SQuAD v2 and SpanBERT, built from nothing: the demo and the tests run the real pipeline.
 
-- `make_squad_v2(n, seed)`: SQuAD-v2-format articles. Each context tells facts about a few people between filler
-  sentences, long enough to need several windows at demo sizes. About a third of the questions are
-  unanswerable (the person is not in the context, or the context does not tell that fact about them).
+- `make_squad_v2(n, seed)`: SQuAD-v2-format articles. Each context tells facts about a person (sometimes also
+  one fact about a second person) between filler sentences, long enough to need several windows at demo
+  sizes. About 40% of the questions are unanswerable (a fact the context does not tell, or a stranger).
 - `train_tokenizer(texts, dir)`: a cased WordPiece tokenizer trained with `tokenizers`, saved like a Hub one.
 - `save_tiny_bert(dir, vocab_size)`: a randomly initialised 2-layer BertForQuestionAnswering, saved as safetensors.
 """
@@ -41,27 +41,32 @@ def _name(rng: random.Random) -> str:
 
 
 def _paragraph(rng: random.Random, qid_prefix: str) -> dict[str, Any]:
-    people = list({_name(rng) for _ in range(3)})
-    facts = []  # (person, relation index, value)
-    for person in people:
-        for r in rng.sample(range(len(RELATIONS)), k=2):  # each person: two of the three relations
-            facts.append((person, r, rng.choice(RELATIONS[r][2])))
+    """One context about a main person (two of the three relations told), sometimes a second person with one
+    fact (a distractor for name matching), between filler sentences; four questions about it."""
+    main = _name(rng)
+    told = rng.sample(range(len(RELATIONS)), k=2)
+    facts = [(main, r, rng.choice(RELATIONS[r][2])) for r in told]
+    other = _name(rng)
+    if other != main and rng.random() < 0.5:
+        r = rng.randrange(len(RELATIONS))
+        facts.append((other, r, rng.choice(RELATIONS[r][2])))
     sentences = [RELATIONS[r][0].format(p=p, v=v) for p, r, v in facts]
     sentences += rng.sample(FILLER, k=rng.randint(3, 6))
     rng.shuffle(sentences)
     context = " ".join(sentences)
     qas = []
     for i in range(4):
-        if rng.random() < 0.6:
-            person, r, value = rng.choice(facts)
+        roll = rng.random()
+        if roll < 0.6:
+            person, r, value = facts[rng.randrange(len(facts))]
             template = RELATIONS[r][0]
             offset_in_sentence = len(template[: template.index("{v}")].format(p=person))
             start = context.index(template.format(p=person, v=value)) + offset_in_sentence
             answers = [{"text": value, "answer_start": start}]
-        else:  # a person the context does not mention, or a fact it does not tell about someone it mentions
-            told = {(p, r) for p, r, _ in facts}
-            untold = [(p, r) for p in people for r in range(len(RELATIONS)) if (p, r) not in told]
-            person, r = rng.choice(untold) if rng.random() < 0.5 else (_name(rng), rng.randrange(len(RELATIONS)))
+        else:  # a fact the context does not tell about its main person, or a person it never mentions
+            person = main if roll < 0.85 else _stranger(rng, {p for p, _, _ in facts})
+            told_about = {r for p, r, _ in facts if p == person}
+            r = rng.choice([r for r in range(len(RELATIONS)) if r not in told_about])
             answers = []
         qas.append(
             {
@@ -72,6 +77,12 @@ def _paragraph(rng: random.Random, qid_prefix: str) -> dict[str, Any]:
             }
         )
     return {"context": context, "qas": qas}
+
+
+def _stranger(rng: random.Random, known: set[str]) -> str:
+    while (name := _name(rng)) in known:
+        pass
+    return name
 
 
 def make_squad_v2(n_questions: int, seed: int, title: str = "demo") -> dict[str, Any]:
@@ -136,7 +147,7 @@ def save_tiny_bert(out_dir: Path, vocab_size: int, seed: int = 0, hidden: int = 
 def build_demo_assets(out_dir: str | Path, train_examples: int, dev_examples: int, seed: int) -> Path:
     """Write train.json, dev.json and tiny-bert/ (model + tokenizer) once; later calls reuse them."""
     out = Path(out_dir)
-    stamp = {"train_examples": train_examples, "dev_examples": dev_examples, "seed": seed, "format": 1}
+    stamp = {"train_examples": train_examples, "dev_examples": dev_examples, "seed": seed, "format": 2}
     if (out / "assets.json").is_file() and json.loads((out / "assets.json").read_text()) == stamp:
         return out
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,44 @@
+# spanqa — every target that needs Python creates .venv from requirements.txt first.
+#   make demo                         offline demo: both models on generated data, tiny BERT, W&B offline
+#   make train model=spanbert_crf     the real experiment (Hub or local files); ARGS="..." passes Hydra overrides
+#   make test                         the test suite (offline, a few minutes on 2 cores)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+model ?=
+ARGS ?=
+MODEL_OVERRIDE := $(if $(model),model=$(model),)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train demo test lint bench-postprocess bench-crf
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv from requirements.txt (and install spanqa in editable mode)
+
+train: setup  ## train one model: make train model=spanbert_crf ARGS="seed=2 optimizer.lr=3e-5"
+	$(PY) -m spanqa.train $(MODEL_OVERRIDE) $(ARGS)
+
+demo: setup  ## offline demo of the whole pipeline, both models (a few minutes on 2 CPU cores)
+	$(PY) -m spanqa.train --multirun experiment=demo model=spanbert,spanbert_crf $(ARGS)
+
+test: setup  ## run the tests (offline)
+	$(PY) -m pytest -q $(ARGS)
+
+lint: setup  ## ruff check + format check
+	$(VENV)/bin/ruff check src tests && $(VENV)/bin/ruff format --check src tests
+
+bench-postprocess: setup  ## vectorised post-processing vs a per-window loop, dev-sized input
+	$(PY) -m spanqa.benchmarks.postprocess $(ARGS)
+
+bench-crf: setup  ## CRF vs plain training-step time (ARGS="--size base --device cuda")
+	$(PY) -m spanqa.benchmarks.crf_step $(ARGS)

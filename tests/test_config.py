@@ -1,0 +1,144 @@
+"""Hydra composition of every config group, and the one-line errors for impossible values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from hydra.errors import ConfigCompositionException
+
+from conftest import REPO, subprocess_env
+from spanqa.config import Config, register_configs, validate
+from spanqa.errors import ConfigError
+
+register_configs()
+
+
+def composed(*overrides: str) -> Config:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return validate(compose(config_name="config", overrides=list(overrides)))
+
+
+def test_defaults_are_the_paper_setup() -> None:
+    cfg = composed()
+    assert (cfg.model.name, cfg.model.head, cfg.model.name_or_path) == (
+        "spanbert",
+        "span",
+        "SpanBERT/spanbert-base-cased",
+    )
+    assert (cfg.data.dataset_name, cfg.data.max_length, cfg.data.doc_stride) == ("squad_v2", 384, 128)
+    assert (cfg.data.max_answer_length, cfg.data.n_best) == (30, 20)
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (2e-5, 0.01)
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size) == (6, 8)
+    assert cfg.logger.backend == "wandb" and cfg.logger.group == "spanbert"
+    assert cfg.run_name == "spanbert-seed42"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check"),
+    [
+        (["model=spanbert_crf"], lambda c: c.model.head == "crf" and c.logger.group == "spanbert_crf"),
+        (["logger=none"], lambda c: c.logger.backend == "none"),
+        (["experiment=demo"], lambda c: c.demo is not None and c.data.dataset_name is None and c.data.max_length == 96),
+        (
+            ["experiment=demo", "model=spanbert_crf"],
+            lambda c: c.model.head == "crf" and c.model.name_or_path.endswith("tiny-bert"),
+        ),
+        (["seed=7", "model=spanbert_crf"], lambda c: c.run_name == "spanbert_crf-seed7"),
+        (
+            ["data.dataset_name=null", "data.train_file=/d/train.json", "data.validation_file=/d/dev.json"],
+            lambda c: c.data.train_file == "/d/train.json",
+        ),
+    ],
+)
+def test_every_group_composes(overrides: list[str], check) -> None:  # noqa: ANN001
+    assert check(composed(*overrides))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.doc_stride=384", "data.doc_stride=384 is invalid"),
+        ("data.doc_stride=320", "data.doc_stride=320 is invalid: must be < max_length - max_query_length - 3 = 317"),
+        ("optimizer.lr=-1e-5", "optimizer.lr=-1e-05 is invalid: must be > 0"),
+        ("optimizer.lr=0", "optimizer.lr=0.0 is invalid: must be > 0"),
+        ("trainer.batch_size=0", "trainer.batch_size=0 is invalid: must be >= 1"),
+        ("trainer.precision=fp8", "trainer.precision='fp8' is invalid: allowed values are auto, fp32, bf16, fp16"),
+        ("data.null_threshold.policy=magic", "allowed values are fixed, tune_on_dev, held_out"),
+        ("data.train_file=/x.json", "set either a dataset name or data.train_file/data.validation_file"),
+        ("logger.mode=sometimes", "logger.mode='sometimes' is invalid"),
+    ],
+)
+def test_impossible_values_fail_with_one_line(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        composed(override)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_and_wrong_type_are_rejected_while_composing() -> None:
+    with pytest.raises(ConfigCompositionException, match="data.max_lenght"):
+        composed("data.max_lenght=256")
+    with pytest.raises(ConfigCompositionException, match="optimizer.lr"):
+        composed("optimizer.lr=fast")
+
+
+def test_unknown_model_group_names_the_options() -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        composed("model=bert_large")
+    assert "bert_large" in str(err.value)
+
+
+def run_train(*overrides: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spanqa.train", *overrides],
+        cwd=cwd,
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_fails_fast_with_one_line_and_exit_code(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    proc = run_train("data.doc_stride=500", f"hydra.run.dir={tmp_path / 'run'}")
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: data.doc_stride=500 is invalid: must be > 0 and < data.max_length=384"
+    )
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 15  # interpreter + Hydra start-up; no torch, data or model loading happened
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unreachable_hub_fails_in_seconds_naming_the_fix(tmp_path: Path) -> None:
+    # The Hub is unreachable here: without HF_HUB_OFFLINE the probe must switch to offline mode by itself.
+    env = subprocess_env()
+    env.pop("HF_HUB_OFFLINE")
+    env.pop("HF_DATASETS_OFFLINE")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "spanqa.train", "model=spanbert", "logger=none", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "bert-base-cased" in last and "Hub is unreachable" in last and "=DIR" in last
+    assert time.perf_counter() - start < 40
+
+
+def test_composed_config_round_trips_to_yaml() -> None:
+    cfg = composed("model=spanbert_crf")
+    text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    assert "head: crf" in text
