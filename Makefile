@@ -8,10 +8,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 model ?=
 ARGS ?=
+RUNS ?=
 MODEL_OVERRIDE := $(if $(model),model=$(model),)
+DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train demo test lint bench-postprocess bench-crf
+.PHONY: help setup train demo test lint compare predict bench-postprocess bench-crf
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -28,11 +30,18 @@ setup: $(VENV)/.installed  ## create .venv from requirements.txt (and install sp
 train: setup  ## train one model: make train model=spanbert_crf ARGS="seed=2 optimizer.lr=3e-5"
 	$(PY) -m spanqa.train $(MODEL_OVERRIDE) $(ARGS)
 
-demo: setup  ## offline demo of the whole pipeline, both models (a few minutes on 2 CPU cores)
-	$(PY) -m spanqa.train --multirun experiment=demo model=spanbert,spanbert_crf $(ARGS)
+demo: setup  ## offline demo of the whole pipeline, both models, then their comparison (minutes on 2 CPU cores)
+	$(PY) -m spanqa.train --multirun experiment=demo model=spanbert,spanbert_crf hydra.sweep.dir=$(DEMO_DIR) $(ARGS)
+	$(PY) -m spanqa.compare $(DEMO_DIR) --out $(DEMO_DIR)/compare
 
 test: setup  ## run the tests (offline)
 	$(PY) -m pytest -q $(ARGS)
+
+compare: setup  ## compare finished runs: make compare [RUNS="outputs/multirun/<date>/<time>"] [ARGS="--baseline spanbert --candidate spanbert_crf"]
+	$(PY) -m spanqa.compare $(RUNS) $(ARGS)
+
+predict: setup  ## answer questions: make predict MODEL=<run or checkpoint dir> QUESTION="…" CONTEXT="…", or FILE=<SQuAD JSON or JSONL> [OUT=predictions.json]
+	$(PY) -m spanqa.predict --model "$$MODEL" $(if $(FILE),--file "$$FILE",--question "$$QUESTION" --context "$$CONTEXT") $(if $(OUT),--out "$$OUT") $(ARGS)
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check src tests && $(VENV)/bin/ruff format --check src tests

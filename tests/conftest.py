@@ -23,6 +23,7 @@ os.environ.update(
     WANDB_MODE="disabled",
     WANDB_SILENT="true",
     TOKENIZERS_PARALLELISM="false",
+    OMP_NUM_THREADS="1",  # tiny models: one thread is faster, and parallel subprocesses don't oversubscribe
     HYDRA_FULL_ERROR="0",
 )
 os.environ.pop("WANDB_API_KEY", None)
@@ -40,7 +41,7 @@ def demo_dir() -> Path:
     """Small demo assets (SQuAD-v2 JSON, WordPiece tokenizer, tiny BERT), built once per session."""
     from spanqa.demo import build_demo_assets
 
-    return build_demo_assets(_TMP / "demo", train_examples=600, dev_examples=120, seed=0)
+    return build_demo_assets(_TMP / "demo", train_examples=4000, dev_examples=400, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -171,8 +171,8 @@ class LoggerConfig:
 @dataclass
 class DemoConfig:
     dir: str = "outputs/demo_assets"
-    train_examples: int = 2000
-    dev_examples: int = 300
+    train_examples: int = 4000
+    dev_examples: int = 400
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -29,6 +29,7 @@ class EvalSet:
     name: str
     features: Dataset
     ids: list[str]
+    questions: list[str]
     contexts: list[str]
     gold: dict[str, list[str]]
     example_index: np.ndarray  # (N,) window → example
@@ -50,6 +51,7 @@ class EvalSet:
             name=name,
             features=features,
             ids=ids,
+            questions=list(examples["question"]),
             contexts=list(examples["context"]),
             gold={qid: list(a["text"]) for qid, a in zip(ids, examples["answers"], strict=True)},
             example_index=np.array([position[e] for e in columns["example_id"]], dtype=np.int64),
@@ -112,19 +114,28 @@ def score(preds: Predictions, es: EvalSet, threshold: float, policy: str) -> Out
     return Outcome(preds, result, threshold, policy, metrics)
 
 
-def write_artifacts(outcome: Outcome, out_dir: Path, nbest: bool = True) -> list[Path]:
-    """predictions.json (official format), null_odds.json, [nbest_predictions.json], eval_results.json,
-    per_question.json (EM/F1 per question, for paired tests between runs)."""
+def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = True) -> list[Path]:
+    """predictions.json (official format), null_odds.json, na_probs.json, [nbest_predictions.json],
+    eval_results.json, per_question.json (question, gold, prediction, EM/F1: for paired tests and error analysis)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     p = outcome.predictions
+    answers = outcome.answers()
     files: dict[str, Any] = {
-        "predictions.json": outcome.answers(),
+        "predictions.json": answers,
         "null_odds.json": p.score_diff,
         "na_probs.json": p.na_prob,
         "eval_results.json": {**outcome.metrics, "null_threshold_policy": outcome.policy},
         "per_question.json": {
-            qid: {"exact": outcome.result.exact_by_qid[qid], "f1": outcome.result.f1_by_qid[qid]}
-            for qid in outcome.result.f1_by_qid
+            qid: {
+                "question": question,
+                "gold": es.gold[qid],
+                "prediction": answers[qid],
+                "na_prob": p.na_prob[qid],
+                "exact": outcome.result.exact_by_qid[qid],
+                "f1": outcome.result.f1_by_qid[qid],
+            }
+            for qid, question in zip(es.ids, es.questions, strict=True)
+            if qid in outcome.result.f1_by_qid
         },
     }
     if nbest:

@@ -3,7 +3,7 @@
 run.json (composed config, Trainer log history, final metrics, wall time, steps/s, parameter count, best
 checkpoint, W&B run id), the final eval artifacts (predictions, null odds, n-best, per-question EM/F1) and
 `model/` (the best checkpoint, safetensors, loadable by `spanqa.predict` and, for the plain head, by
-`transformers.pipeline("question-answering")`).
+`AutoModelForQuestionAnswering.from_pretrained`).
 """
 
 from __future__ import annotations
@@ -36,12 +36,15 @@ def best_epoch(trainer: QATrainer) -> float | None:
 
 def save_final(
     trainer: QATrainer, metrics: dict[str, float], train_output: TrainOutput, run_dir: Path, tracker: Tracker
-) -> None:
-    outcome = trainer.last_outcome
-    assert outcome is not None, "save_final runs after a final evaluate()"
+) -> dict[str, Any]:
+    """Write the run record and final artifacts, close the W&B run; returns the metrics with best_epoch."""
+    trainer.save_model(str(run_dir / "model"))  # every rank takes part; the Trainer writes once
     metrics = {**metrics, "best_epoch": best_epoch(trainer)}
-    files = write_artifacts(outcome, run_dir, nbest=True)
-    trainer.save_model(str(run_dir / "model"))
+    outcome = trainer.last_outcome
+    if not trainer.is_world_process_zero():
+        return metrics
+    assert outcome is not None, "save_final runs after a final evaluate()"
+    files = write_artifacts(outcome, trainer.eval_set, run_dir, nbest=True)
     model = trainer.model
     record: dict[str, Any] = {
         "run_name": trainer.args.run_name,
@@ -58,3 +61,15 @@ def save_final(
     (run_dir / "run.json").write_text(json.dumps(record, indent=1))
     tracker.log_files(f"eval-{tracker.run.id}" if tracker.run else "eval", "evaluation", files)
     tracker.finish({k: v for k, v in metrics.items() if v is not None})
+    return metrics
+
+
+def summary_line(run_name: str, metrics: dict[str, Any], run_dir: Path) -> str:
+    """One line for the terminal: EM/F1, the splits, and the score of answering "" to everything."""
+    nan = float("nan")
+    baseline = 100.0 * metrics["eval_NoAns_total"] / metrics["eval_total"] if "eval_NoAns_total" in metrics else 0.0
+    return (
+        f"{run_name}: EM {metrics['eval_exact']:.2f}  F1 {metrics['eval_f1']:.2f}  "
+        f"(HasAns F1 {metrics.get('eval_HasAns_f1', nan):.2f}, NoAns F1 {metrics.get('eval_NoAns_f1', nan):.2f}; "
+        f'all-"" baseline F1 {baseline:.2f})  best epoch {metrics.get("best_epoch")}  → {run_dir}'
+    )

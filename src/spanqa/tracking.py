@@ -77,7 +77,7 @@ class Tracker:
     @classmethod
     def start(cls, cfg: Config, config_dict: dict[str, Any], run_dir: Path, mode: str) -> Tracker:
         """Create (or, for a resumed run dir, continue) the W&B run."""
-        if mode == "disabled":
+        if mode == "disabled" or int(os.environ.get("RANK", "0")) != 0:  # one W&B run per job, from rank 0
             return cls(mode)
         import wandb
 

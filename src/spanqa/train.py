@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from spanqa.config import Config, register_configs, validate
@@ -19,24 +21,36 @@ register_configs()
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Never train over an earlier run's checkpoints; resuming needs them."""
+def run_state(run_dir: Path, resume: bool, multirun: bool) -> str:
+    """'fresh', 'resume' or 'done'. Never train over an earlier run's checkpoints. A re-launched multirun
+    resumes its interrupted jobs and skips its finished ones."""
+    finished = (run_dir / "run.json").is_file()
     has_checkpoints = any((run_dir / "checkpoints").glob("checkpoint-*"))
-    if has_checkpoints and not resume:
+    if finished and multirun:
+        return "done"
+    if finished:
+        raise ConfigError(f"run dir {str(run_dir)!r} holds a finished run: choose a new hydra.run.dir")
+    if has_checkpoints and (resume or multirun):
+        return "resume"
+    if has_checkpoints:
         raise ConfigError(
             f"run dir {str(run_dir)!r} already holds checkpoints: pass resume=true or a new hydra.run.dir"
         )
-    if resume and not has_checkpoints:
+    if resume:
         raise ConfigError(
             f"resume=true but run dir {str(run_dir)!r} has no checkpoint: set hydra.run.dir=<earlier run>"
         )
+    return "fresh"
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, float]:
     """The story: validate → data → model → Trainer → fit → evaluate → record."""
     conf: Config = validate(cfg)  # impossible values fail here, in well under a second
     wandb_mode = resolve_mode(conf)  # so does a W&B setup that cannot work
-    check_run_dir(run_dir, conf.resume)
+    state = run_state(run_dir, conf.resume, multirun)
+    if state == "done":
+        print(f"{conf.run_name}: already finished in {run_dir}, skipped")
+        return json.loads((run_dir / "run.json").read_text())["metrics"]
     settle_offline_mode()  # decided before transformers/datasets are imported: they read it at import
 
     # torch, transformers and datasets are imported only past the checks above.
@@ -45,7 +59,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from spanqa.data import prepare_data
     from spanqa.demo import build_demo_assets
     from spanqa.modeling import load_model, load_tokenizer
-    from spanqa.records import last_checkpoint, save_final
+    from spanqa.records import last_checkpoint, save_final, summary_line
     from spanqa.tracking import Tracker
     from spanqa.trainer import build_trainer
 
@@ -57,16 +71,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     data = prepare_data(conf.data, tokenizer, conf.seed)
     tracker = Tracker.start(conf, OmegaConf.to_container(cfg, resolve=True), run_dir, wandb_mode)
     trainer = build_trainer(conf, model, tokenizer, data, run_dir, tracker.report_to)
-    train_output = trainer.train(resume_from_checkpoint=last_checkpoint(run_dir) if conf.resume else None)
+    train_output = trainer.train(resume_from_checkpoint=last_checkpoint(run_dir) if state == "resume" else None)
     metrics = trainer.evaluate()  # the best epoch's model, loaded at the end of training
-    save_final(trainer, metrics, train_output, run_dir, tracker)
+    metrics = save_final(trainer, metrics, train_output, run_dir, tracker)
+    print(summary_line(conf.run_name, metrics, run_dir))
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
-        metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        hydra_cfg = HydraConfig.get()
+        metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), multirun=hydra_cfg.mode == RunMode.MULTIRUN)
     except SpanQAError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -21,7 +21,7 @@ from spanqa.config import Config, DataConfig
 from spanqa.data import QAData, WindowCollator
 from spanqa.errors import ConfigError
 from spanqa.evaluation import EvalSet, Outcome, postprocess, score, tuned_threshold, window_candidates, write_artifacts
-from spanqa.postprocess import WindowCandidates
+from spanqa.postprocess import Predictions, WindowCandidates
 
 
 class QATrainer(Trainer):
@@ -49,25 +49,32 @@ class QATrainer(Trainer):
         return window_candidates(predictions, self.head, es, self.data_cfg.n_best, self.data_cfg.max_answer_length)
 
     def _squad_metrics(self, p: EvalPrediction) -> dict[str, float]:
-        preds_tuple = p.predictions if isinstance(p.predictions, tuple) else (p.predictions,)
-        preds = postprocess(self._candidates(preds_tuple, self.eval_set), self.eval_set, self.data_cfg.n_best)
         policy = self.data_cfg.null_threshold.policy
-        if policy == "fixed":
-            threshold = self.data_cfg.null_threshold.value
-        elif policy == "tune_on_dev":
-            threshold = tuned_threshold(preds, self.eval_set.gold)
-        else:
-            threshold = self._held_out_threshold()
-        self.last_outcome = score(preds, self.eval_set, threshold, policy)
-        return self.last_outcome.metrics
+        held_out = self._held_out_predictions() if policy == "held_out" else None  # collective: every rank
+        metrics: dict[str, float] | None = None
+        if self.is_world_process_zero():  # predictions are gathered on every rank: score them once
+            preds_tuple = p.predictions if isinstance(p.predictions, tuple) else (p.predictions,)
+            preds = postprocess(self._candidates(preds_tuple, self.eval_set), self.eval_set, self.data_cfg.n_best)
+            if policy == "fixed":
+                threshold = self.data_cfg.null_threshold.value
+            elif policy == "tune_on_dev":
+                threshold = tuned_threshold(preds, self.eval_set.gold)
+            else:
+                assert held_out is not None and self.held_out_set is not None
+                threshold = tuned_threshold(held_out, self.held_out_set.gold)
+            self.last_outcome = score(preds, self.eval_set, threshold, policy)
+            metrics = self.last_outcome.metrics
+        return _broadcast(metrics)
 
-    def _held_out_threshold(self) -> float:
-        assert self.held_out_set is not None
+    def _held_out_predictions(self) -> Predictions | None:
         es = self.held_out_set
+        assert es is not None
         with self._no_metrics():
             out = self.predict(es.model_inputs(), metric_key_prefix="held_out")
+        if not self.is_world_process_zero():
+            return None
         preds_tuple = out.predictions if isinstance(out.predictions, tuple) else (out.predictions,)
-        return tuned_threshold(postprocess(self._candidates(preds_tuple, es), es, self.data_cfg.n_best), es.gold)
+        return postprocess(self._candidates(preds_tuple, es), es, self.data_cfg.n_best)
 
     @contextlib.contextmanager
     def _no_metrics(self) -> Iterator[None]:
@@ -83,7 +90,7 @@ class QATrainer(Trainer):
         metrics = super().evaluate(ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         if self.last_outcome is not None and self.is_world_process_zero():
             out_dir = self.run_dir / "eval" / f"step-{self.state.global_step}"
-            write_artifacts(self.last_outcome, out_dir, nbest=False)
+            write_artifacts(self.last_outcome, self.eval_set, out_dir, nbest=False)
             (out_dir / "trainer_metrics.json").write_text(json.dumps(metrics, indent=1))
         return metrics
 
@@ -112,6 +119,17 @@ class QATrainer(Trainer):
             **kwargs,
         )
         return self.optimizer
+
+
+def _broadcast(obj: Any) -> Any:
+    """Rank 0's object on every rank (best-checkpoint selection reads eval_f1 everywhere)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
 
 
 def precision_flags(precision: str, device: str) -> dict[str, bool]:
