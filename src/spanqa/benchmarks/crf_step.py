@@ -1,0 +1,163 @@
+"""Benchmark: training-step time of plain BertForQuestionAnswering vs the CRF model, same encoder config.
+
+    PYTHONPATH=src python -m spanqa.benchmarks.crf_step [--size base|tiny] [--batch 8] [--seq-len 384]
+        [--steps 3] [--warmup 1] [--device cpu|cuda]
+
+Random init (weights do not change speed), SpanBERT's cased vocabulary size, windows laid out as
+[CLS] question(15) [SEP] context(uniform 100-330 of 384, scaled with --seq-len) [SEP] padding, half of them
+answerable. A step is forward + backward + AdamW step; plain and CRF steps alternate so that drift in machine
+speed hits both alike, and the median over --steps follows --warmup untimed steps. The CRF head alone
+(emissions + CRF NLL, forward + backward, on random hidden states) gives the head's share of the CRF step;
+its Viterbi decode is timed too, as it is what evaluation pays on top of the encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import BertConfig, BertForQuestionAnswering
+
+from spanqa.modeling_crf import ContextWindows, SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
+
+SIZES = {
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 256},
+}
+VOCAB_SIZE = 28996  # SpanBERT cased
+QUESTION_TOKENS = 15
+CONTEXT_SHARE = (100 / 384, 330 / 384)  # context tokens per window, as a share of the window length
+
+
+def make_batch(batch: int, seq_len: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random windows with the real layout, labels and context mask (on CPU)."""
+    question = min(QUESTION_TOKENS, seq_len // 4)
+    room = seq_len - question - 3  # [CLS] and two [SEP]
+    low = max(1, min(room, round(seq_len * CONTEXT_SHARE[0])))
+    high = max(low, min(room, round(seq_len * CONTEXT_SHARE[1])))
+    input_ids = torch.zeros(batch, seq_len, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    token_type_ids = torch.zeros_like(input_ids)
+    context_mask = torch.zeros_like(input_ids)
+    start_positions = torch.zeros(batch, dtype=torch.long)
+    end_positions = torch.zeros(batch, dtype=torch.long)
+    for row in range(batch):
+        context = int(torch.randint(low, high + 1, (1,), generator=generator))
+        first = question + 2
+        used = first + context + 1
+        input_ids[row, :used] = torch.randint(1000, VOCAB_SIZE, (used,), generator=generator)
+        attention_mask[row, :used] = 1
+        token_type_ids[row, first:used] = 1
+        context_mask[row, first : first + context] = 1
+        if torch.rand((), generator=generator) < 0.5:
+            length = int(torch.randint(1, min(10, context) + 1, (1,), generator=generator))
+            start = first + int(torch.randint(0, context - length + 1, (1,), generator=generator))
+            start_positions[row], end_positions[row] = start, start + length - 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids,
+        "context_mask": context_mask,
+        "start_positions": start_positions,
+        "end_positions": end_positions,
+    }
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    begin = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - begin
+
+
+def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
+    model(**batch).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="base")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=384)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.steps < 1 or args.warmup < 0:
+        parser.error(f"need --batch >= 1, --steps >= 1, --warmup >= 0; got {args.batch}, {args.steps}, {args.warmup}")
+    if not 16 <= args.seq_len <= 512:
+        parser.error(f"--seq-len must be in [16, 512] (BERT positions), got {args.seq_len}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device visible to torch")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    encoder = BertConfig(vocab_size=VOCAB_SIZE, **SIZES[args.size])
+    plain = BertForQuestionAnswering(encoder).to(device).train()
+    crf = SpanBertCrfForQuestionAnswering(SpanBertCrfConfig(encoder=encoder.to_dict())).to(device).train()
+    batch = {k: v.to(device) for k, v in make_batch(args.batch, args.seq_len, torch.Generator().manual_seed(0)).items()}
+    plain_batch = {k: v for k, v in batch.items() if k != "context_mask"}
+    plain_opt = torch.optim.AdamW(plain.parameters(), lr=2e-5)
+    crf_opt = torch.optim.AdamW(crf.parameters(), lr=2e-5)
+
+    hidden = torch.randn(args.batch, args.seq_len, encoder.hidden_size, device=device, requires_grad=True)
+
+    def head_step() -> None:
+        windows = ContextWindows.from_mask(batch["context_mask"])
+        emissions = crf.emission_scores(hidden)
+        crf.crf_loss(emissions, windows, batch["start_positions"], batch["end_positions"]).backward()
+
+    def head_decode() -> None:
+        with torch.no_grad():
+            crf.decode(crf.emission_scores(hidden), ContextWindows.from_mask(batch["context_mask"]))
+
+    times: dict[str, list[float]] = {"plain": [], "crf": [], "head": [], "decode": []}
+    for step in range(args.warmup + args.steps):
+        measured = {
+            "plain": _timed(lambda: _train_step(plain, plain_opt, plain_batch), device),
+            "crf": _timed(lambda: _train_step(crf, crf_opt, batch), device),
+            "head": _timed(head_step, device),
+            "decode": _timed(head_decode, device),
+        }
+        if step >= args.warmup:
+            for key, seconds in measured.items():
+                times[key].append(seconds)
+    result = {key: statistics.median(values) for key, values in times.items()}
+    result["ratio"] = result["crf"] / result["plain"]
+    result["head_share"] = result["head"] / result["crf"]
+    # The CRF model is the plain encoder plus this head, so this estimate holds when machine noise swamps the ratio.
+    result["ratio_from_head"] = (result["plain"] + result["head"]) / result["plain"]
+
+    lengths = batch["context_mask"].sum(dim=1).float()
+    print(
+        f"device {args.device} | size {args.size} (hidden {encoder.hidden_size}, {encoder.num_hidden_layers} layers)"
+        f" | batch {args.batch} x {args.seq_len} | context tokens {int(lengths.min())}-{int(lengths.max())}"
+        f" (mean {lengths.mean():.0f}) | {args.warmup} warmup + {args.steps} timed steps, median"
+    )
+    print(f"plain BertForQuestionAnswering step  {result['plain'] * 1e3:10.1f} ms")
+    print(f"CRF model step                       {result['crf'] * 1e3:10.1f} ms")
+    print(f"CRF / plain                          {result['ratio']:10.3f}x")
+    print(
+        f"CRF head alone (fwd+bwd)             {result['head'] * 1e3:10.1f} ms"
+        f" = {result['head_share']:.1%} of the CRF step"
+    )
+    print(f"(plain + head) / plain               {result['ratio_from_head']:10.3f}x")
+    print(f"CRF head decode (eval, Viterbi)      {result['decode'] * 1e3:10.1f} ms")
+    return result
+
+
+if __name__ == "__main__":
+    main()
