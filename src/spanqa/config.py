@@ -32,9 +32,11 @@ class ModelConfig:
     tokenizer_name_or_path: str | None = None
     head: str = "span"
     crf_num_candidates: int = 4
+    attn_implementation: str = "sdpa"
 
     def __post_init__(self) -> None:
         _one_of("model.head", self.head, ("span", "crf"))
+        _one_of("model.attn_implementation", self.attn_implementation, ("eager", "sdpa", "flash_attention_2"))
         _require(bool(self.name_or_path), "model.name_or_path", self.name_or_path, "a Hub id or a local directory")
         _require(self.crf_num_candidates >= 1, "model.crf_num_candidates", self.crf_num_candidates, "must be >= 1")
 
@@ -143,6 +145,7 @@ class TrainerConfig:
     dataloader_workers: int = 0
     group_by_length: bool = False
     device: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "logging_steps"):

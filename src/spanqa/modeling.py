@@ -67,13 +67,20 @@ def load_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
                 raise ModelLoadError(
                     f"model.name_or_path={cfg.name_or_path!r} is a CRF checkpoint: use model=spanbert_crf"
                 )
-            return AutoModelForQuestionAnswering.from_pretrained(cfg.name_or_path, trust_remote_code=False)
+            return AutoModelForQuestionAnswering.from_pretrained(
+                cfg.name_or_path, trust_remote_code=False, attn_implementation=cfg.attn_implementation
+            )
         from spanqa.modeling_crf import SpanBertCrfForQuestionAnswering
 
         if is_crf_checkpoint(cfg.name_or_path):
-            return SpanBertCrfForQuestionAnswering.from_pretrained(cfg.name_or_path)
+            return SpanBertCrfForQuestionAnswering.from_pretrained(
+                cfg.name_or_path, attn_implementation=cfg.attn_implementation
+            )
         return SpanBertCrfForQuestionAnswering.from_encoder(
-            cfg.name_or_path, max_answer_length=max_answer_length, num_candidates=cfg.crf_num_candidates
+            cfg.name_or_path,
+            max_answer_length=max_answer_length,
+            num_candidates=cfg.crf_num_candidates,
+            attn_implementation=cfg.attn_implementation,
         )
     except ModelLoadError:
         raise

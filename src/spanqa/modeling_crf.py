@@ -221,18 +221,24 @@ class SpanBertCrfForQuestionAnswering(PreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_encoder(cls, name_or_path: str, **crf_kwargs) -> SpanBertCrfForQuestionAnswering:
+    def from_encoder(
+        cls, name_or_path: str, attn_implementation: str | None = None, **crf_kwargs
+    ) -> SpanBertCrfForQuestionAnswering:
         """The CRF model around the pretrained encoder of a BertModel/BertFor* checkpoint (hub name or dir).
 
         Head initialisation is the one of a fresh model, as ``BertForQuestionAnswering.from_pretrained`` does
         for its qa_outputs layer.
         """
-        encoder, info = BertModel.from_pretrained(name_or_path, add_pooling_layer=False, output_loading_info=True)
+        encoder, info = BertModel.from_pretrained(
+            name_or_path, add_pooling_layer=False, output_loading_info=True, attn_implementation=attn_implementation
+        )
         if info["missing_keys"]:
             raise ValueError(
                 f"{name_or_path} is not a BERT checkpoint: encoder weights missing: {sorted(info['missing_keys'])}"
             )
-        model = cls(SpanBertCrfConfig(encoder=encoder.config.to_dict(), **crf_kwargs))
+        config = SpanBertCrfConfig(encoder=encoder.config.to_dict(), **crf_kwargs)
+        config._attn_implementation = encoder.config._attn_implementation
+        model = cls(config)
         model.bert.load_state_dict(encoder.state_dict())
         return model
 

@@ -61,16 +61,18 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
     from spanqa.modeling import load_model, load_tokenizer
     from spanqa.records import last_checkpoint, save_final, summary_line
     from spanqa.tracking import Tracker
-    from spanqa.trainer import build_trainer
+    from spanqa.trainer import build_trainer, training_arguments
 
-    if conf.demo is not None:
-        build_demo_assets(conf.demo.dir, conf.demo.train_examples, conf.demo.dev_examples, conf.demo.seed)
     set_seed(conf.seed)
-    tokenizer = load_tokenizer(conf.model)
-    model = load_model(conf.model, conf.data.max_answer_length)
-    data = prepare_data(conf.data, tokenizer, conf.seed)
+    args = training_arguments(conf, run_dir, report_to=[] if wandb_mode == "disabled" else ["wandb"])
+    with args.main_process_first(desc="assets, tokenizer, model, windows"):  # under DDP: rank 0 fills the caches
+        if conf.demo is not None:
+            build_demo_assets(conf.demo.dir, conf.demo.train_examples, conf.demo.dev_examples, conf.demo.seed)
+        tokenizer = load_tokenizer(conf.model)
+        model = load_model(conf.model, conf.data.max_answer_length)  # a missing model fails before preprocessing
+        data = prepare_data(conf.data, tokenizer, conf.seed)
     tracker = Tracker.start(conf, OmegaConf.to_container(cfg, resolve=True), run_dir, wandb_mode)
-    trainer = build_trainer(conf, model, tokenizer, data, run_dir, tracker.report_to)
+    trainer = build_trainer(conf, args, model, tokenizer, data, run_dir)
     train_output = trainer.train(resume_from_checkpoint=last_checkpoint(run_dir) if state == "resume" else None)
     metrics = trainer.evaluate()  # the best epoch's model, loaded at the end of training
     metrics = save_final(trainer, metrics, train_output, run_dir, tracker)

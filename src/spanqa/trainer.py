@@ -143,7 +143,9 @@ def precision_flags(precision: str, device: str) -> dict[str, bool]:
 
 
 def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> TrainingArguments:
+    """Creating TrainingArguments also sets up torch.distributed when launched by torchrun/accelerate."""
     t, o = cfg.trainer, cfg.optimizer
+    on_gpu = t.device != "cpu" and torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         run_name=cfg.run_name,
@@ -175,6 +177,9 @@ def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> Trai
         dataloader_num_workers=t.dataloader_workers,
         use_cpu=t.device == "cpu",
         report_to=report_to or "none",
+        optim="adamw_torch_fused" if on_gpu else "adamw_torch",
+        torch_compile=t.compile,
+        dataloader_pin_memory=on_gpu,
         label_names=["start_positions", "end_positions"],
         **precision_flags(t.precision, t.device),
     )
@@ -182,13 +187,12 @@ def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> Trai
 
 def build_trainer(
     cfg: Config,
+    args: TrainingArguments,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     data: QAData,
     run_dir: Path,
-    report_to: list[str],
 ) -> QATrainer:
-    args = training_arguments(cfg, run_dir, report_to)
     on_gpu = not args.use_cpu and torch.cuda.is_available()
     return QATrainer(
         model=model,
