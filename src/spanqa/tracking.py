@@ -84,7 +84,7 @@ class Tracker:
         os.environ["WANDB_MODE"] = mode  # the Trainer's callback and wandb's service read it
         os.environ.setdefault("WANDB_SILENT", "true")
         id_file = run_dir / RUN_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else None  # a resumed run keeps its id
         run = wandb.init(
             project=cfg.logger.project,
             entity=cfg.logger.entity,
