@@ -13,7 +13,7 @@ MODEL_OVERRIDE := $(if $(model),model=$(model),)
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train demo test lint compare predict bench-postprocess bench-crf
+.PHONY: help setup train demo test test-slow lint compare predict bench-postprocess bench-crf
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -34,8 +34,11 @@ demo: setup  ## offline demo of the whole pipeline, both models, then their comp
 	$(PY) -m spanqa.train --multirun experiment=demo model=spanbert,spanbert_crf hydra.sweep.dir=$(DEMO_DIR) $(ARGS)
 	$(PY) -m spanqa.compare $(DEMO_DIR) --out $(DEMO_DIR)/compare
 
-test: setup  ## run the tests (offline)
-	$(PY) -m pytest -q $(ARGS)
+test: setup  ## run the tests (offline, a few minutes on 2 cores); the slow end-to-end ones: make test-slow
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-slow: setup  ## end-to-end checks: both demo models learn, DDP on CPU, launcher sweeps
+	$(PY) -m pytest -q -m slow $(ARGS)
 
 compare: setup  ## compare finished runs: make compare [RUNS="outputs/multirun/<date>/<time>"] [ARGS="--baseline spanbert --candidate spanbert_crf"]
 	$(PY) -m spanqa.compare $(RUNS) $(ARGS)

@@ -45,7 +45,7 @@ def demo_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tokenizer(demo_dir: Path):  # noqa: ANN201
+def tokenizer(demo_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(demo_dir / "tiny-bert")

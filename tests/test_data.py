@@ -24,7 +24,7 @@ def batch(context: str, answers: list[tuple[str, int]], question: str = "Where w
     }
 
 
-def windows(tokenizer, context: str, answers: list[tuple[str, int]], **cfg: int) -> dict[str, list]:  # noqa: ANN001
+def windows(tokenizer, context: str, answers: list[tuple[str, int]], **cfg: int) -> dict[str, list]:
     settings = {"max_length": 48, "doc_stride": 12, "max_query_length": 12, **cfg}
     return make_windows(batch(context, answers), tokenizer, DataConfig(**settings), for_eval=True)
 
@@ -34,7 +34,7 @@ def span_text(out: dict[str, list], w: int, context: str) -> str:
     return context[out["offset_mapping"][w][s][0] : out["offset_mapping"][w][e][1]]
 
 
-def test_answer_only_in_a_later_window_is_labelled_there_and_cls_elsewhere(tokenizer) -> None:  # noqa: ANN001
+def test_answer_only_in_a_later_window_is_labelled_there_and_cls_elsewhere(tokenizer) -> None:
     context = FILLER * 6 + "Kalo was born in Bilbao. " + FILLER
     start = context.index("Bilbao")
     out = windows(tokenizer, context, [("Bilbao", start)])
@@ -47,7 +47,7 @@ def test_answer_only_in_a_later_window_is_labelled_there_and_cls_elsewhere(token
             assert (out["start_positions"][w], out["end_positions"][w]) == (0, 0)
 
 
-def test_answer_cut_by_a_window_edge_is_cls_in_that_window(tokenizer) -> None:  # noqa: ANN001
+def test_answer_cut_by_a_window_edge_is_cls_in_that_window(tokenizer) -> None:
     context = FILLER * 8
     out = windows(tokenizer, context, [("x", 0)])  # labels unused: find the first window's last context token
     first_ctx = [o for o in out["offset_mapping"][0] if o[0] != -1]
@@ -66,7 +66,7 @@ def test_answer_cut_by_a_window_edge_is_cls_in_that_window(tokenizer) -> None:  
     assert out["start_positions"][0] == out["end_positions"][0] == ctx_positions[-1]
 
 
-def test_unanswerable_is_cls_everywhere_and_offsets_mark_the_context(tokenizer) -> None:  # noqa: ANN001
+def test_unanswerable_is_cls_everywhere_and_offsets_mark_the_context(tokenizer) -> None:
     context = FILLER * 5
     out = windows(tokenizer, context, [])
     assert set(out["start_positions"]) == {0} and set(out["end_positions"]) == {0}
@@ -76,7 +76,7 @@ def test_unanswerable_is_cls_everywhere_and_offsets_mark_the_context(tokenizer) 
         assert mask[0] == 0 and mask[-1] == 0  # [CLS] and the final [SEP]
 
 
-def test_each_context_token_has_exactly_one_max_context_window(tokenizer) -> None:  # noqa: ANN001
+def test_each_context_token_has_exactly_one_max_context_window(tokenizer) -> None:
     context = FILLER * 6
     out = windows(tokenizer, context, [])
     owners: dict[tuple[int, int], int] = {}
@@ -100,13 +100,13 @@ def test_each_context_token_has_exactly_one_max_context_window(tokenizer) -> Non
         ("Kalo was born in 東京 and moved to Dakar.", "Dakar"),
     ],
 )
-def test_whitespace_and_unicode_round_trip(tokenizer, context: str, answer: str) -> None:  # noqa: ANN001
+def test_whitespace_and_unicode_round_trip(tokenizer, context: str, answer: str) -> None:
     out = windows(tokenizer, context, [(answer, context.index(answer))], max_length=96, doc_stride=16)
     labelled = [w for w, s in enumerate(out["start_positions"]) if s != 0]
     assert labelled and all(span_text(out, w, context) == answer for w in labelled)
 
 
-def test_long_questions_are_cut_to_max_query_length(tokenizer) -> None:  # noqa: ANN001
+def test_long_questions_are_cut_to_max_query_length(tokenizer) -> None:
     question = "Where " + "really " * 40 + "was Kalo born?"
     out = make_windows(
         batch(FILLER, [], question=question),
@@ -170,7 +170,7 @@ def test_malformed_files_name_the_problem(tmp_path: Path, train: Any, message: s
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="does-not-exist.json' does not exist"):
+    with pytest.raises(DataError, match=r"does-not-exist\.json' does not exist"):
         load_examples(
             DataConfig(
                 dataset_name=None,
