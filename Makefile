@@ -10,10 +10,13 @@ model ?=
 ARGS ?=
 RUNS ?=
 MODEL_OVERRIDE := $(if $(model),model=$(model),)
+experiment ?= spanbert_vs_crf
+launcher ?=
+LAUNCHER_OVERRIDE := $(if $(launcher),hydra/launcher=$(launcher),)
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train demo test test-slow lint compare predict bench-postprocess bench-crf
+.PHONY: help setup train demo test test-slow lint sweep compare predict bench-postprocess bench-crf
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -39,6 +42,9 @@ test: setup  ## run the tests (offline, a few minutes on 2 cores); the slow end-
 
 test-slow: setup  ## end-to-end checks: both demo models learn, DDP on CPU, launcher sweeps
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+sweep: setup  ## Hydra multirun of an experiment (default spanbert_vs_crf: both models x 3 seeds); launcher=slurm submits jobs
+	$(PY) -m spanqa.train --multirun experiment=$(experiment) $(LAUNCHER_OVERRIDE) $(ARGS)
 
 compare: setup  ## compare finished runs: make compare [RUNS="outputs/multirun/<date>/<time>"] [ARGS="--baseline spanbert --candidate spanbert_crf"]
 	$(PY) -m spanqa.compare $(RUNS) $(ARGS)

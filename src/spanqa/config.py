@@ -146,6 +146,7 @@ class TrainerConfig:
     group_by_length: bool = False
     device: str = "auto"
     compile: bool = False
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "logging_steps"):
@@ -153,6 +154,9 @@ class TrainerConfig:
         _require(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps", self.max_steps, "-1 or >= 1")
         _require(self.save_total_limit >= 1, "trainer.save_total_limit", self.save_total_limit, "must be >= 1")
         _require(self.dataloader_workers >= 0, "trainer.dataloader_workers", self.dataloader_workers, ">= 0")
+        _require(
+            self.cpu_threads is None or self.cpu_threads >= 1, "trainer.cpu_threads", self.cpu_threads, "null or >= 1"
+        )
         _one_of("trainer.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _one_of("trainer.device", self.device, ("auto", "cpu"))
 

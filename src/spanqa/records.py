@@ -9,7 +9,6 @@ checkpoint, W&B run id), the final eval artifacts (predictions, null odds, n-bes
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,9 @@ from spanqa.trainer import QATrainer
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
-    found = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
-    return str(found[-1]) if found else None
+    """The newest complete checkpoint: one killed while saving lacks trainer_state.json (written last)."""
+    complete = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[-1]))) if complete else None
 
 
 def best_epoch(trainer: QATrainer) -> float | None:

@@ -54,15 +54,19 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
     settle_offline_mode()  # decided before transformers/datasets are imported: they read it at import
 
     # torch, transformers and datasets are imported only past the checks above.
+    import torch
     from transformers import set_seed
 
     from spanqa.data import prepare_data
     from spanqa.demo import build_demo_assets
     from spanqa.modeling import load_model, load_tokenizer
+    from spanqa.preflight import check_free_space, checkpoint_bytes
     from spanqa.records import last_checkpoint, save_final, summary_line
     from spanqa.tracking import Tracker
     from spanqa.trainer import build_trainer, training_arguments
 
+    if conf.trainer.cpu_threads is not None:
+        torch.set_num_threads(conf.trainer.cpu_threads)
     set_seed(conf.seed)
     args = training_arguments(conf, run_dir, report_to=[] if wandb_mode == "disabled" else ["wandb"])
     with args.main_process_first(desc="assets, tokenizer, model, windows"):  # under DDP: rank 0 fills the caches
@@ -70,6 +74,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
             build_demo_assets(conf.demo.dir, conf.demo.train_examples, conf.demo.dev_examples, conf.demo.seed)
         tokenizer = load_tokenizer(conf.model)
         model = load_model(conf.model, conf.data.max_answer_length)  # a missing model fails before preprocessing
+        check_free_space(run_dir, checkpoint_bytes(model.num_parameters(), conf.trainer.save_total_limit))
         data = prepare_data(conf.data, tokenizer, conf.seed)
     tracker = Tracker.start(conf, OmegaConf.to_container(cfg, resolve=True), run_dir, wandb_mode)
     trainer = build_trainer(conf, args, model, tokenizer, data, run_dir)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The spanbert_vs_crf sweep at demo scale (both heads x 3 seeds, generated data, tiny BERT, CPU, W&B offline),
+# then its comparison report. About half an hour on 2 CPU cores. The report lands in $OUT/compare/ and, when
+# KEEP=1, is copied to experiments/spanbert_vs_crf/demo_scale_report/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-outputs/multirun/spanbert_vs_crf_demo/$(date +%Y-%m-%d_%H-%M-%S)}
+make setup
+.venv/bin/python -m spanqa.train --multirun experiment=spanbert_vs_crf_demo "hydra.sweep.dir=$OUT" "$@"
+.venv/bin/python -m spanqa.compare "$OUT" --out "$OUT/compare"
+if [ "${KEEP:-0}" = 1 ]; then
+  rm -rf experiments/spanbert_vs_crf/demo_scale_report
+  cp -r "$OUT/compare" experiments/spanbert_vs_crf/demo_scale_report
+fi
