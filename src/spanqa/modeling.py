@@ -20,14 +20,21 @@ WEIGHT_FILES = (
 )
 
 
-def check_checkpoint(name_or_path: str, key: str = "model.name_or_path") -> None:
-    """A local path must be a complete checkpoint; a Hub id needs the Hub or the cache (checked when loading)."""
+def check_local_dir(name_or_path: str, key: str) -> bool:
+    """True for a path (not a Hub id); a path must be an existing directory."""
     path = Path(name_or_path).expanduser()
-    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
-    if not looks_local:
-        return
+    if not (name_or_path.startswith((".", "/", "~")) or path.exists()):
+        return False
     if not path.is_dir():
         raise ModelLoadError(f"{key}={name_or_path!r} does not exist (expected a checkpoint directory or a Hub id)")
+    return True
+
+
+def check_checkpoint(name_or_path: str, key: str = "model.name_or_path") -> None:
+    """A local path must be a complete checkpoint; a Hub id needs the Hub or the cache (checked when loading)."""
+    if not check_local_dir(name_or_path, key):
+        return
+    path = Path(name_or_path).expanduser()
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{key}={name_or_path!r} has no config.json: not a saved checkpoint")
     if not any((path / f).is_file() for f in WEIGHT_FILES):
@@ -46,6 +53,7 @@ def _unreachable(key: str, name: str, err: Exception) -> ModelLoadError:
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     name = cfg.tokenizer_name_or_path or cfg.name_or_path
     key = "model.tokenizer_name_or_path" if cfg.tokenizer_name_or_path else "model.name_or_path"
+    check_local_dir(name, key)
     try:
         return AutoTokenizer.from_pretrained(name, use_fast=True)
     except Exception as err:
