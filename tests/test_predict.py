@@ -158,6 +158,7 @@ class KeywordModel(torch.nn.Module):
         )
 
 
+# Filler without the keywords the tests look for (the demo's own filler mentions a "harbour").
 FILLER = [
     "The weather that season was unusually mild.",
     "Local newspapers covered many stories that year.",

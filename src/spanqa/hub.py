@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
+
+from spanqa.network import reachable
 
 log = logging.getLogger(__name__)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when a TCP connection to the Hub endpoint (HF_ENDPOINT, default huggingface.co) opens in time."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
 
 
 def settle_offline_mode() -> bool:

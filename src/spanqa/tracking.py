@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from urllib.parse import urlparse
 
 from spanqa.config import Config
 from spanqa.errors import ConfigError
+from spanqa.network import reachable
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"
@@ -36,13 +36,7 @@ def wandb_key_configured() -> bool:
 
 
 def wandb_server_reachable(timeout: float = 3.0) -> bool:
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return reachable(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"), timeout)
 
 
 def resolve_mode(cfg: Config) -> str:
