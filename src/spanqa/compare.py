@@ -2,7 +2,8 @@
 
 Finds finished Hydra run dirs (run.json next to .hydra/config.yaml) under the given paths, groups them by model
 and by every config key that differs between runs (seeds, names, paths and logging aside), and writes report.md
-(summary table, paired bootstrap over questions, across-seed view, error analysis) and three figures.
+(summary table, paired bootstrap over questions, across-seed view, error analysis) and three figures. This module
+loads, groups and computes; spanqa.report writes the markdown.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from omegaconf import OmegaConf
 from spanqa import stats
 from spanqa.errors import DataError
 from spanqa.plots import history_curves, plot_f1_curves, plot_loss_curves, plot_metric_bars
+from spanqa.report import fmt_value, render_comparison, render_report, render_summary
 
 EXIT_BAD_INPUT = 2
 # Keys that change neither what is trained nor how it is scored never split groups (model.name is the label's head).
@@ -60,6 +62,11 @@ class Group:
     @property
     def suffix(self) -> str:
         return self.label[len(self.model) :].strip()
+
+    @property
+    def tables(self) -> list[dict[str, dict[str, Any]]]:
+        """The per-question records of the runs that have them (local run dirs; W&B runs have none)."""
+        return [r.per_question for r in self.runs if r.per_question]
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -157,10 +164,6 @@ def _from_wandb(r: Any) -> Run:
     return Run(r.url, config, record)
 
 
-def _fmt_value(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def _ignored(key: str) -> bool:
     return key.startswith(IGNORED) or key.endswith(PATH_SUFFIXES)
 
@@ -179,7 +182,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     groups: dict[str, Group] = {}
     for r in runs:
         model = str(r.config.get("model.name", "unknown"))
-        label = " ".join([model, *(f"{short[k]}={_fmt_value(r.config.get(k))}" for k in split)])
+        label = " ".join([model, *(f"{short[k]}={fmt_value(r.config.get(k))}" for k in split)])
         head = str(r.config.get("model.head", "crf" if "crf" in model else "span"))
         groups.setdefault(label, Group(label, model, head, [])).runs.append(r)
     return sorted(groups.values(), key=lambda g: (g.model, g.label))
@@ -207,10 +210,6 @@ def _seed_f1(group: Group) -> list[tuple[Any, float]]:
     return [(r.config.get("seed"), float(r.metrics.get("eval_f1", math.nan))) for r in group.runs]
 
 
-def _tables(group: Group) -> list[dict[str, dict[str, Any]]]:
-    return [r.per_question for r in group.runs if r.per_question]
-
-
 @dataclass
 class Comparison:
     baseline: Group
@@ -220,7 +219,7 @@ class Comparison:
 
 
 def compare_groups(baseline: Group, candidate: Group, n_resamples: int = 10_000, seed: int = 0) -> Comparison:
-    fb, fc = stats.seed_mean_by_question(_tables(baseline)), stats.seed_mean_by_question(_tables(candidate))
+    fb, fc = stats.seed_mean_by_question(baseline.tables), stats.seed_mean_by_question(candidate.tables)
     qids = sorted(fb.keys() & fc.keys())
     boot = stats.paired_bootstrap([fb[q] for q in qids], [fc[q] for q in qids], n_resamples, seed) if qids else None
     return Comparison(baseline, candidate, boot, stats.seed_difference(_seed_f1(baseline), _seed_f1(candidate)))
@@ -256,8 +255,8 @@ def fairness_warnings(runs: list[Run]) -> list[str]:
         out.append(f"runs differ in {', '.join(keys)}: data, threshold or training length are not the same")
     for what, values in (
         ("null-threshold policies", {str(r.policy) for r in runs}),
-        ("numbers of epochs trained", {_fmt_value(r.metrics.get("epoch")) for r in runs}),
-        ("numbers of eval questions", {_fmt_value(r.metrics.get("eval_total")) for r in runs}),
+        ("numbers of epochs trained", {fmt_value(r.metrics.get("epoch")) for r in runs}),
+        ("numbers of eval questions", {fmt_value(r.metrics.get("eval_total")) for r in runs}),
     ):
         if len(values) > 1:
             out.append(f"runs used different {what}: {', '.join(sorted(values))}")
@@ -274,127 +273,6 @@ def fairness_warnings(runs: list[Run]) -> list[str]:
     if any(r.policy == "tune_on_dev" for r in runs):
         out.append("tune_on_dev: the null threshold was tuned on the reported questions, so scores are optimistic")
     return out
-
-
-def _ms(pair: tuple[float, float]) -> str:
-    mean, std = pair
-    return "–" if math.isnan(mean) else f"{mean:.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}")
-
-
-def _num(value: Any, spec: str = ".2f") -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-
-def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
-    return "\n".join(
-        "| " + " | ".join(str(c) for c in line) + " |" for line in [headers, ["---"] * len(headers), *rows]
-    )
-
-
-SUMMARY_HEADERS = ["group", "n seeds", "EM", "F1", "HasAns F1", "NoAns F1", "best F1", "best F1 thresh"]
-SUMMARY_HEADERS += ["null thresh (policy)", "train time (s)", "steps/s", "params"]
-
-
-def _summary_cells(row: dict[str, Any]) -> list[Any]:
-    spread = [_ms(row[m]) for m in stats.SUMMARY_METRICS]
-    best = [_num(row["best_f1"]), _num(row["best_f1_thresh"], ".3f")]
-    threshold = f"{_num(row['null_threshold'], '.3f')} ({row['policy']})"
-    params = " / ".join(f"{p:,}" for p in row["params"]) or "–"
-    timing = [_num(row["train_time_s"], ".0f"), _num(row["steps_per_s"]), params]
-    return [row["group"], row["n"], *spread, *best, threshold, *timing]
-
-
-def render_summary(table: list[dict[str, Any]]) -> str:
-    return markdown_table(SUMMARY_HEADERS, [_summary_cells(row) for row in table])
-
-
-BOOTSTRAP_METHOD = (
-    "Method: per-question F1 is averaged over each group's seeds and questions are matched by id; {B:,} resamples "
-    "draw questions with replacement (numpy, fixed seed). The interval is the 2.5–97.5 percentile of the resampled "
-    "mean differences; p is twice the fraction of resampled differences on the other side of 0 (0 included), capped "
-    "at 1. It measures question-sampling noise only; seed noise is in the across-seed line."
-)
-
-
-def render_comparison(c: Comparison) -> str:
-    b, s = c.bootstrap, c.seeds
-    lines = [f"F1 difference **{c.candidate.label}** − **{c.baseline.label}** (positive: the candidate is better).", ""]
-    if b is None:
-        lines.append("- Paired bootstrap skipped: it needs per_question.json from local run dirs of both groups.")
-    else:
-        p = f"< {1 / b.n_resamples:g}" if b.p_value == 0 else f"{b.p_value:.4f}"
-        side = "better" if b.low > 0 else "worse"
-        verdict = (
-            "contains 0: no detectable difference" if b.low <= 0 <= b.high else f"excludes 0: the candidate is {side}"
-        )
-        lines.append(
-            f"- **Paired bootstrap over {b.n_questions} questions**: mean difference {b.mean_diff:+.2f} F1, 95% "
-            f"interval [{b.low:+.2f}, {b.high:+.2f}], two-sided p = {p}; the interval {verdict}."
-        )
-        lines.append("- " + BOOTSTRAP_METHOD.format(B=b.n_resamples))
-    kind = "paired by seed: mean ± std of per-seed differences" if s.paired else "unpaired: ± standard error"
-    per_seed = ", ".join(f"seed {k}: {v:+.2f}" for k, v in s.per_seed.items())
-    lines.append(
-        f"- **Across seeds** ({kind}): {_num(s.diff, '+.2f')} ± {_num(s.spread)} F1"
-        + (f" ({per_seed})" if per_seed else "")
-    )
-    if not math.isnan(s.spread) and abs(s.diff) < 2 * s.spread:
-        lines.append("- The across-seed difference is within 2 std of 0: seed variation is as large as the effect.")
-    return "\n".join(lines)
-
-
-def render_errors(groups: list[Group]) -> str:
-    found = {g.label: stats.error_breakdown(t) for g in groups if (t := _tables(g)) and _has_gold(t)}
-    if not found:
-        return "No per-question records with questions and gold answers: error analysis skipped."
-    parts, analyses = [], list(found.values())
-    for key, title, order in (
-        ("word", "F1 by question word (first wh-word of the question)", stats.QUESTION_WORDS),
-        ("length", "F1 by gold answer length (words of the first gold answer)", stats.LENGTH_BUCKETS),
-    ):
-        rows = [
-            [b, _num(next(e[key][b][0] for e in analyses if b in e[key]), ".0f")]
-            + [_num(e[key][b][2]) if b in e[key] else "–" for e in analyses]
-            for b in order
-            if any(b in e[key] for e in analyses)
-        ]
-        parts.append(f"### {title}\n\n" + markdown_table(["bucket", "questions", *(f"{g} F1" for g in found)], rows))
-    rows = []
-    for label, e in found.items():
-        u = e["unanswerable"]
-        rows.append([label, _num(u["tp"] + u["fn"], ".0f"), _num(u["tp"] + u["fp"], ".1f")])
-        rows[-1] += [_num(u[k]) for k in ("precision", "recall", "f1")]
-    headers = ["group", "gold unanswerable", 'predicted ""', "precision", "recall", "F1"]
-    parts.append('### Unanswerable detection (predicting "" is the positive class)\n\n' + markdown_table(headers, rows))
-    return "\n\n".join(parts) + "\n\nAll numbers are means over each group's seeds."
-
-
-def _has_gold(tables: list[dict[str, dict[str, Any]]]) -> bool:
-    return all("gold" in v and "question" in v for t in tables for v in t.values())
-
-
-def render_report(
-    groups: list[Group], comparison: Comparison | None, skipped: list[str], figures: list[Path], command: str
-) -> str:
-    runs = [r for g in groups for r in g.runs]
-    totals = ", ".join(sorted({_fmt_value(r.metrics.get("eval_total")) for r in runs}))
-    out = [f"# Model comparison: {', '.join(g.label for g in groups)}", ""]
-    out += [
-        f"`{command}` ({datetime.now():%Y-%m-%d %H:%M:%S}): {len(runs)} finished runs in {len(groups)} groups, "
-        f"eval questions per run: {totals}.",
-        "",
-    ]
-    out += [f"> **warning**: {w}\n" for w in fairness_warnings(runs)]
-    rows = [
-        [g.label, r.config.get("seed"), f"`{r.path}`", " ".join(r.overrides) or "–"] for g in groups for r in g.runs
-    ]
-    out += ["## Runs", "", markdown_table(["group", "seed", "run", "overrides"], rows), ""]
-    out += [f"- skipped: {s}" for s in skipped] + ([""] if skipped else [])
-    out += ["## Summary", "", "Mean ± sample std (ddof=1) over seeds; scores in %.", ""]
-    out += [render_summary(summary_table(groups)), "", "## Does the candidate help?", ""]
-    out += [render_comparison(comparison) if comparison else "Only one group: nothing to compare.", ""]
-    out += ["## Error analysis", "", render_errors(groups), "", "## Figures", ""]
-    return "\n".join(out + [f"![{f.stem}]({f.name})" for f in figures]) + "\n"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -437,11 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     comparison = compare_groups(*pair, args.resamples, args.bootstrap_seed) if pair else None
     out = args.out or Path("outputs/compare") / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     out.mkdir(parents=True, exist_ok=True)
-    figures = write_figures(groups, summary_table(groups), out)
+    table = summary_table(groups)
+    figures = write_figures(groups, table, out)
     command = " ".join(["python -m spanqa.compare", *(argv if argv is not None else sys.argv[1:])])
-    (out / "report.md").write_text(render_report(groups, comparison, skipped, figures, command), encoding="utf-8")
-    print(render_summary(summary_table(groups)))
-    print("\n" + (render_comparison(comparison) if comparison else "Only one group: nothing to compare."))
+    warnings = fairness_warnings([r for g in groups for r in g.runs])  # in the report's order of runs
+    report = render_report(groups, table, comparison, warnings, skipped, figures, command)
+    (out / "report.md").write_text(report, encoding="utf-8")
+    print(render_summary(table))
+    print("\n" + render_comparison(comparison))
     for line in [*skipped, *fairness_warnings(runs)]:
         print(f"note: {line}")
     print(f"\nreport: {out / 'report.md'}")
