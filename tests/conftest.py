@@ -35,6 +35,10 @@ SRC = REPO / "src"
 if str(SRC) not in sys.path:  # also works without `pip install -e .`
     sys.path.insert(0, str(SRC))
 
+from spanqa.config import register_configs  # noqa: E402
+
+register_configs()  # the structured schema conf/config.yaml's defaults list starts with
+
 
 @pytest.fixture(scope="session")
 def demo_dir() -> Path:
