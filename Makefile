@@ -14,9 +14,11 @@ experiment ?= spanbert_vs_crf
 launcher ?=
 LAUNCHER_OVERRIDE := $(if $(launcher),hydra/launcher=$(launcher),)
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+NGPUS ?= 2
+DDP_DIR := outputs/runs/$(shell date +%Y-%m-%d)/$(shell date +%H-%M-%S)_$(or $(model),spanbert)-ddp$(NGPUS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train demo test test-slow lint sweep compare predict bench-postprocess bench-crf
+.PHONY: help setup train train-ddp demo test test-slow lint sweep compare predict bench-postprocess bench-crf bench-throughput
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -43,6 +45,9 @@ test: setup  ## run the tests (offline, a few minutes on 2 cores); the slow end-
 test-slow: setup  ## end-to-end checks: both demo models learn, DDP on CPU, launcher sweeps
 	$(PY) -m pytest -q -m slow $(ARGS)
 
+train-ddp: setup  ## data-parallel training on NGPUS GPUs of one machine (trainer.batch_size is per GPU): make train-ddp NGPUS=4 model=spanbert_crf
+	$(PY) -m torch.distributed.run --standalone --nproc_per_node $(NGPUS) -m spanqa.train $(MODEL_OVERRIDE) hydra.run.dir=$(DDP_DIR) $(ARGS)
+
 sweep: setup  ## Hydra multirun of an experiment (default spanbert_vs_crf: both models x 3 seeds); launcher=slurm submits jobs
 	$(PY) -m spanqa.train --multirun experiment=$(experiment) $(LAUNCHER_OVERRIDE) $(ARGS)
 
@@ -57,6 +62,9 @@ lint: setup  ## ruff check + format check
 
 bench-postprocess: setup  ## vectorised post-processing vs a per-window loop, dev-sized input
 	$(PY) -m spanqa.benchmarks.postprocess $(ARGS)
+
+bench-throughput: setup  ## throughput, MFU and projected 6-epoch time of both heads (ARGS="--device cuda --compile")
+	$(PY) -m spanqa.benchmarks.throughput $(ARGS)
 
 bench-crf: setup  ## CRF vs plain training-step time (ARGS="--size base --device cuda")
 	$(PY) -m spanqa.benchmarks.crf_step $(ARGS)

@@ -70,16 +70,17 @@ def train_logs(record: dict) -> list[tuple[int, float, float, float]]:
     return [(h["step"], h["loss"], h["grad_norm"], h["learning_rate"]) for h in record["log_history"] if "loss" in h]
 
 
-def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, demo_dir: Path) -> None:
-    model = dropout_free_copy(demo_dir, tmp_path / "tiny-bert-no-dropout")
+@pytest.mark.parametrize("model", ["spanbert", "spanbert_crf"])
+def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, demo_dir: Path, model: str) -> None:
+    checkpoint = dropout_free_copy(demo_dir, tmp_path / "tiny-bert-no-dropout")
     common = [
-        *demo_overrides(demo_dir), f"model.name_or_path={model}", "logger=none",
+        *demo_overrides(demo_dir), f"model={model}", f"model.name_or_path={checkpoint}", "logger=none",
         "trainer.max_steps=12", "trainer.logging_steps=1",
     ]  # fmt: skip
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     run([sys.executable, "-m", "spanqa.train", *common, "trainer.batch_size=16", f"hydra.run.dir={single}"])
     proc = run([*TORCHRUN, "-m", "spanqa.train", *common, "trainer.batch_size=8", f"hydra.run.dir={ddp}"])
-    assert proc.stdout.count("spanbert-seed42: EM") == 1  # the summary comes from rank 0 only
+    assert proc.stdout.count(f"{model}-seed42: EM") == 1  # the summary comes from rank 0 only
 
     one, two = (json.loads((d / "run.json").read_text()) for d in (single, ddp))
     assert one["global_step"] == two["global_step"] == 12

@@ -35,6 +35,7 @@ class EvalSet:
     example_index: np.ndarray  # (N,) window → example
     offsets: np.ndarray  # (N, L, 2) char offsets, -1 outside the context
     max_context: np.ndarray  # (N, L) bool
+    n_tokens: np.ndarray  # (N,) tokens per window; logits past them come from batch padding
 
     @classmethod
     def build(cls, name: str, examples: Dataset, features: Dataset) -> EvalSet:
@@ -57,6 +58,7 @@ class EvalSet:
             example_index=np.array([position[e] for e in columns["example_id"]], dtype=np.int64),
             offsets=offsets,
             max_context=max_context,
+            n_tokens=np.array([len(o) for o in columns["offset_mapping"]], dtype=np.int64),
         )
 
     def model_inputs(self) -> Dataset:
@@ -70,8 +72,11 @@ def window_candidates(
     if head == "crf":  # span_start, span_end, span_score, null_score: already filtered by the model
         start, end, score, null = (np.asarray(p) for p in predictions[:4])
         return WindowCandidates(start=start.astype(np.int64), end=end.astype(np.int64), score=score, null=null)
-    start_logits, end_logits = (np.asarray(p, dtype=np.float32) for p in predictions[:2])
-    width = start_logits.shape[1]
+    width = np.asarray(predictions[0]).shape[1]
+    # Positions past a window's own tokens are padding, as wide as its batch happened to be (batch size, world
+    # size, batch-mates): their logits must not take top-n slots, or the answers would depend on the batching.
+    padding = np.arange(width) >= es.n_tokens[:, None]
+    start_logits, end_logits = (np.where(padding, -np.inf, np.asarray(p, dtype=np.float32)) for p in predictions[:2])
     offsets, max_context = es.offsets, es.max_context
     if width > offsets.shape[1]:  # logits padded past the longest window
         pad = width - offsets.shape[1]

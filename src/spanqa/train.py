@@ -63,12 +63,13 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
     from spanqa.preflight import check_free_space, checkpoint_bytes
     from spanqa.records import last_checkpoint, save_final, summary_line
     from spanqa.tracking import Tracker
-    from spanqa.trainer import build_trainer, training_arguments
+    from spanqa.trainer import build_trainer, end_distributed, shared_run_dir, training_arguments
 
     if conf.trainer.cpu_threads is not None:
         torch.set_num_threads(conf.trainer.cpu_threads)
     set_seed(conf.seed)
     args = training_arguments(conf, run_dir, report_to=[] if wandb_mode == "disabled" else ["wandb"])
+    run_dir = shared_run_dir(run_dir, args)  # under torchrun: rank 0's, whatever timestamp the others resolved
     with args.main_process_first(desc="assets, tokenizer, model, windows"):  # under DDP: rank 0 fills the caches
         if conf.demo is not None:
             build_demo_assets(conf.demo.dir, conf.demo.train_examples, conf.demo.dev_examples, conf.demo.seed)
@@ -81,7 +82,9 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
     train_output = trainer.train(resume_from_checkpoint=last_checkpoint(run_dir) if state == "resume" else None)
     metrics = trainer.evaluate()  # the best epoch's model, loaded at the end of training
     metrics = save_final(trainer, metrics, train_output, run_dir, tracker)
-    print(summary_line(conf.run_name, metrics, run_dir))
+    if trainer.is_world_process_zero():
+        print(summary_line(conf.run_name, metrics, run_dir))
+    end_distributed()
     return metrics
 
 

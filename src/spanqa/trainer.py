@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from spanqa.data import QAData, WindowCollator
 from spanqa.errors import ConfigError
 from spanqa.evaluation import EvalSet, Outcome, postprocess, score, tuned_threshold, window_candidates, write_artifacts
 from spanqa.postprocess import Predictions, WindowCandidates
+
+log = logging.getLogger(__name__)
 
 
 class QATrainer(Trainer):
@@ -132,6 +135,29 @@ def _broadcast(obj: Any) -> Any:
     return obj
 
 
+def shared_run_dir(run_dir: Path, args: TrainingArguments) -> Path:
+    """Rank 0's run dir, on every rank. Under torchrun each rank resolves hydra.run.dir itself and the default
+    one holds a timestamp: ranks that straddle a second would each save their RNG state into their own
+    checkpoints/ and every rank but 0 would miss the best checkpoint (its final eval shard silently uses the
+    last weights). Call after TrainingArguments, which sets up torch.distributed."""
+    shared = Path(_broadcast(str(run_dir)))
+    if shared != run_dir:
+        log.warning("rank %d resolved run dir %s, rank 0 %s: using rank 0's", args.process_index, run_dir, shared)
+        args.output_dir = str(shared / "checkpoints")
+    return shared
+
+
+def end_distributed() -> None:
+    """After a successful run: wait until rank 0 has written the records, then tear the process group down.
+    A rank that exits with its Gloo group alive can abort at interpreter shutdown ("terminate called without
+    an active exception"), and torchrun then kills the other ranks, rank 0 possibly mid-write."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def precision_flags(precision: str, device: str) -> dict[str, bool]:
     """auto → bf16 on a GPU that supports it, fp32 otherwise (CPU autocast gains nothing for training)."""
     on_gpu = device != "cpu" and torch.cuda.is_available()
@@ -178,6 +204,7 @@ def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> Trai
         use_cpu=t.device == "cpu",
         report_to=report_to or "none",
         optim="adamw_torch_fused" if on_gpu else "adamw_torch",
+        ddp_find_unused_parameters=False,  # both heads use every parameter; True costs a graph traversal per step
         torch_compile=t.compile,
         dataloader_pin_memory=on_gpu,
         label_names=["start_positions", "end_positions"],
