@@ -35,7 +35,7 @@ def config(demo_dir: Path, *overrides: str) -> Config:
 def trainer_for(conf: Config, run_dir: Path) -> QATrainer:
     from transformers import set_seed
 
-    from spanqa.data import prepare_data
+    from spanqa.features import prepare_data
     from spanqa.modeling import load_model, load_tokenizer
     from spanqa.trainer import build_trainer, training_arguments
 

@@ -1,5 +1,6 @@
-"""`spanqa.predict`: answers against the question-answering pipeline's decoding, long contexts over several
-windows, batching, the CRF head, run dirs, and the command line (single and file mode, bad input)."""
+"""`spanqa.inference` and `spanqa.predict`: answers against the question-answering pipeline's decoding, long
+contexts over several windows, batching, the CRF head, run dirs, and the command line (single and file mode, bad
+input)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from conftest import subprocess_env
 from spanqa.config import DataConfig
-from spanqa.data import make_windows
 from spanqa.errors import ConfigError, DataError, ModelLoadError
-from spanqa.predict import Predictor, main, read_questions, resolve_settings
+from spanqa.features import make_windows
+from spanqa.inference import Predictor, resolve_settings
+from spanqa.predict import main, read_questions
 
 TOY_QUESTION = "Where was Talomi born?"
 TOY_CONTEXT = "The weather that season was unusually mild. Talomi was born in Kobe. Trains ran twice a day."

@@ -57,8 +57,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
     import torch
     from transformers import set_seed
 
-    from spanqa.data import prepare_data
     from spanqa.demo import build_demo_assets
+    from spanqa.features import prepare_data
     from spanqa.modeling import load_model, load_tokenizer
     from spanqa.preflight import check_free_space, checkpoint_bytes
     from spanqa.records import last_checkpoint, save_final, summary_line

@@ -19,9 +19,9 @@ import torch
 from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from spanqa.config import Config, DataConfig
-from spanqa.data import QAData, WindowCollator
 from spanqa.errors import ConfigError
 from spanqa.evaluation import EvalSet, Outcome, postprocess, score, tuned_threshold, window_candidates, write_artifacts
+from spanqa.features import QAData, WindowCollator
 from spanqa.postprocess import Predictions, WindowCandidates
 
 log = logging.getLogger(__name__)

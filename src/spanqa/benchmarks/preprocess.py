@@ -122,7 +122,8 @@ def _files(root: Path) -> set[Path]:
 def preprocess_once(train_file: Path, dev_file: Path, tokenizer: Any, num_proc: int | None, cache: Path) -> Run:
     """One timed load_examples + build_features call, as training runs it."""
     from spanqa.config import DataConfig
-    from spanqa.data import build_features, load_examples
+    from spanqa.data import load_examples
+    from spanqa.features import build_features
 
     cfg = DataConfig(
         dataset_name=None,

@@ -1,0 +1,342 @@
+"""The inference API: settings resolved from a run dir or a checkpoint dir, and a Predictor that answers with them.
+
+A run dir gives its `model/`, its windowing settings from `.hydra/config.yaml` and the null threshold it used from
+`run.json`; a checkpoint dir gives DataConfig defaults and threshold 0.5; overrides win over either. Windows come
+from `make_windows` and answers from the evaluation's `window_candidates` + `postprocess`: the same windows and
+answer selection as a run's evaluation (inference here is fp32, and padding positions never compete for a window's
+top-n_best logits). `resolve_settings` rejects a missing or malformed dir before transformers is imported.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spanqa.config import DataConfig
+from spanqa.errors import ConfigError, DataError, ModelLoadError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
+    from spanqa.postprocess import Predictions
+
+WINDOW_KEYS = ("max_length", "doc_stride", "max_query_length", "max_answer_length", "n_best")
+DEFAULT_THRESHOLD = 0.5
+# Inputs a head may take; each model gets those its forward() names (the plain BERT head has no context_mask).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "context_mask")
+# The output fields `window_candidates` reads, in its order, per head.
+HEAD_OUTPUTS = {"span": ("start_logits", "end_logits"), "crf": ("span_start", "span_end", "span_score", "null_score")}
+# Examples windowed and decoded together: bounds memory on large files (a dev set is ~12k questions).
+CHUNK_EXAMPLES = 1024
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Settings:
+    """Where the weights are and how to window and decide, resolved before anything heavy is loaded."""
+
+    model_dir: Path
+    data: DataConfig
+    null_threshold: float
+    head: str  # "span" | "crf"
+    run_dir: Path | None = None  # set when --model named a training run dir
+
+
+def resolve_settings(path: str | Path, **overrides: float | int | None) -> Settings:
+    """Settings for a run dir or a checkpoint dir; `overrides` (WINDOW_KEYS, null_threshold) win when not None."""
+    unknown = set(overrides) - {*WINDOW_KEYS, "null_threshold"}
+    if unknown:
+        raise TypeError(f"unknown settings {sorted(unknown)}")
+    if not str(path):
+        raise ModelLoadError("--model is empty: pass a training run dir or a checkpoint dir")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ModelLoadError(f"--model={str(path)!r} does not exist or is not a directory")
+    values: dict[str, Any] = {}
+    run_dir = None
+    if (root / "config.json").is_file():
+        model_dir = root
+    elif (root / "model").is_dir() or (root / ".hydra").is_dir():
+        run_dir, model_dir = root, root / "model"
+        values = _run_window_settings(root)
+        if not model_dir.is_dir():
+            raise ModelLoadError(f"--model={str(path)!r} is a run dir without model/ (the run did not finish)")
+    else:
+        raise ModelLoadError(
+            f"--model={str(path)!r} is neither a checkpoint dir (config.json + weights) "
+            "nor a training run dir (model/ + .hydra/config.yaml)"
+        )
+    from spanqa.modeling import check_checkpoint, is_crf_checkpoint
+
+    check_checkpoint(str(model_dir), key="--model")
+    head = "crf" if is_crf_checkpoint(str(model_dir)) else "span"
+    if head == "crf" and "max_answer_length" not in values:  # a bare CRF checkpoint knows its own limit
+        saved = json.loads((model_dir / "config.json").read_text()).get("max_answer_length")
+        if saved is not None:
+            values["max_answer_length"] = int(saved)
+    values |= {k: overrides[k] for k in WINDOW_KEYS if overrides.get(k) is not None}
+    data = DataConfig(**values)  # its checks name the impossible value
+
+    threshold = overrides.get("null_threshold")
+    if threshold is None:
+        threshold = _run_threshold(root) if run_dir is not None else DEFAULT_THRESHOLD
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"--null-threshold={threshold!r} is invalid: a no-answer probability in [0, 1]")
+    return Settings(model_dir=model_dir, data=data, null_threshold=float(threshold), head=head, run_dir=run_dir)
+
+
+def _run_config(root: Path) -> Any:
+    from omegaconf import OmegaConf
+
+    file = root / ".hydra" / "config.yaml"
+    if not file.is_file():
+        raise ConfigError(f"run dir {str(root)!r} has no .hydra/config.yaml (the run's composed config)")
+    try:
+        return OmegaConf.load(file)
+    except Exception as err:
+        raise ConfigError(f"{file}: cannot be read ({str(err).splitlines()[0]})") from None
+
+
+def _select(cfg: Any, key: str, file: Path) -> Any:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.select(cfg, key)
+    except Exception as err:  # an interpolation that cannot be resolved
+        raise ConfigError(f"{file}: {key} cannot be resolved ({str(err).splitlines()[0]})") from None
+
+
+def _run_window_settings(root: Path) -> dict[str, Any]:
+    cfg = _run_config(root)
+    file = root / ".hydra" / "config.yaml"
+    values = {key: _select(cfg, f"data.{key}", file) for key in WINDOW_KEYS}
+    missing = [key for key, value in values.items() if value is None]
+    if missing:
+        raise ConfigError(f"{file}: has no data.{missing[0]}; not a spanqa run config")
+    return values
+
+
+def _run_threshold(root: Path) -> float:
+    """The threshold the run's evaluation used (run.json); a fixed policy's value when run.json lacks it."""
+    record = root / "run.json"
+    if record.is_file():
+        try:
+            value = json.loads(record.read_text()).get("metrics", {}).get("eval_null_threshold")
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise ConfigError(f"{record}: not a run record ({err})") from None
+        if value is not None:
+            return float(value)
+    cfg = _run_config(root)
+    file = root / ".hydra" / "config.yaml"
+    policy = _select(cfg, "data.null_threshold.policy", file) or "fixed"
+    if policy != "fixed":
+        raise ConfigError(
+            f"run dir {str(root)!r}: run.json has no metrics.eval_null_threshold and the run's threshold was tuned "
+            f"(data.null_threshold.policy={policy}): pass --null-threshold"
+        )
+    value = _select(cfg, "data.null_threshold.value", file)
+    return DEFAULT_THRESHOLD if value is None else float(value)
+
+
+# ---------------------------------------------------------------------------------------------------- records
+def check_record(record: Any, where: str = "") -> dict[str, str]:
+    """{id, question, context} with string values and a non-blank question and context; `where` prefixes errors."""
+    if not isinstance(record, Mapping):
+        raise DataError(f"{where}expected an object with id, question and context, got {type(record).__name__}")
+    for key in ("id", "question", "context"):
+        if key not in record:
+            raise DataError(f"{where}has no {key!r}")
+    qid = record["id"]
+    if isinstance(qid, bool) or not isinstance(qid, (str, int)):
+        raise DataError(f"{where}id {qid!r} is not a string")
+    qid = str(qid)
+    for key in ("question", "context"):
+        if not isinstance(record[key], str):
+            raise DataError(f"{where}question {qid!r}: {key} is not a string")
+        if not record[key].strip():
+            raise DataError(f"{where}question {qid!r} has an empty {key}")
+    return {"id": qid, "question": record["question"], "context": record["context"]}
+
+
+def check_records(records: Iterable[Any]) -> list[dict[str, str]]:
+    checked, seen = [], set()
+    for i, record in enumerate(records):
+        row = check_record(record, where=f"record {i}: ")
+        if row["id"] in seen:
+            raise DataError(f"duplicate question id {row['id']!r}")
+        seen.add(row["id"])
+        checked.append(row)
+    if not checked:
+        raise DataError("no questions to answer")
+    return checked
+
+
+# ---------------------------------------------------------------------------------------------------- predictor
+class Predictor:
+    """A model, its tokenizer and the settings to window contexts and to decide between a span and no answer."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        data: DataConfig,
+        null_threshold: float,
+        head: str,
+        batch_size: int = 32,
+        device: str | torch.device | None = None,
+    ) -> None:
+        import torch
+
+        from spanqa.features import WindowCollator
+
+        if head not in HEAD_OUTPUTS:
+            raise ValueError(f"head={head!r}; expected one of {sorted(HEAD_OUTPUTS)}")
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size={batch_size} is invalid: must be >= 1")
+        if not tokenizer.is_fast:
+            raise ModelLoadError("the tokenizer must be a fast (Rust) tokenizer: windows need offset mappings")
+        if tokenizer.padding_side != "right":
+            raise ModelLoadError(f"tokenizer.padding_side={tokenizer.padding_side!r}: only 'right' is supported")
+        limit = _max_positions(getattr(model, "config", None))
+        if limit is not None and data.max_length > limit:
+            raise ConfigError(f"max_length={data.max_length} exceeds the model's {limit} position embeddings")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        if head == "crf":  # the CRF filters spans while decoding: give it this run's limit
+            self.model.config.max_answer_length = data.max_answer_length
+        self.tokenizer = tokenizer
+        self.data = data
+        self.null_threshold = null_threshold
+        self.head = head
+        self.batch_size = batch_size
+        accepted = inspect.signature(self.model.forward).parameters
+        self.input_names = [name for name in MODEL_INPUTS if name in accepted]
+        on_gpu = self.device.type == "cuda"
+        self.collator = WindowCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if on_gpu else None)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | Settings,
+        *,
+        batch_size: int = 32,
+        device: str | torch.device | None = None,
+        **overrides: float | int | None,
+    ) -> Predictor:
+        """From a run dir or a checkpoint dir (or resolved Settings); `overrides` as in `resolve_settings`."""
+        from spanqa.config import ModelConfig
+        from spanqa.modeling import load_model, load_tokenizer
+
+        if isinstance(path, Settings) and any(v is not None for v in overrides.values()):
+            raise TypeError("pass overrides to resolve_settings, not with resolved Settings")
+        settings = path if isinstance(path, Settings) else resolve_settings(path, **overrides)
+        model_cfg = ModelConfig(name_or_path=str(settings.model_dir), head=settings.head)
+        tokenizer = load_tokenizer(model_cfg)
+        model = load_model(model_cfg, settings.data.max_answer_length)
+        return cls(model, tokenizer, settings.data, settings.null_threshold, settings.head, batch_size, device)
+
+    def predict(self, question: str, context: str) -> dict[str, Any]:
+        """{answer, score, start, end, no_answer_probability, best_span} for one question about one context."""
+        return self.predict_many([{"id": "0", "question": question, "context": context}])["0"]
+
+    def predict_many(self, records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """[{id, question, context}] → {id: {answer, score, start, end, no_answer_probability, best_span}}.
+
+        start/end are character offsets of the answer in its context (None when the answer is ""); score is the
+        best span's score (None when no span qualifies), whether or not the null threshold blanks it.
+        """
+        rows = check_records(records)
+        results: dict[str, dict[str, Any]] = {}
+        for lo in range(0, len(rows), CHUNK_EXAMPLES):
+            results |= self._predict_chunk(rows[lo : lo + CHUNK_EXAMPLES])
+        return results
+
+    def _predict_chunk(self, rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+        from datasets import Dataset
+
+        from spanqa.evaluation import EvalSet, postprocess, window_candidates
+        from spanqa.features import make_windows
+
+        examples = {
+            "id": [r["id"] for r in rows],
+            "question": [r["question"] for r in rows],
+            "context": [r["context"] for r in rows],
+            "answers": [{"text": [], "answer_start": []} for _ in rows],
+        }
+        features = Dataset.from_dict(make_windows(examples, self.tokenizer, self.data, for_eval=True))
+        es = EvalSet.build("predict", Dataset.from_dict(examples), features)
+        outputs = self._model_outputs(es.model_inputs())
+        cands = window_candidates(outputs, self.head, es, self.data.n_best, self.data.max_answer_length)
+        preds = postprocess(cands, es, self.data.n_best)
+        return {qid: self._result(preds, qid) for qid in es.ids}
+
+    def _model_outputs(self, features: Dataset) -> tuple[np.ndarray, ...]:
+        """The head's output fields for every window, in window order, with gradients off.
+
+        Windows run longest first so each padded batch is tight. Plain-head logits are stored per window up to
+        its own length, -inf beyond: which windows share a batch cannot change an answer.
+        """
+        import numpy as np
+        import torch
+
+        names = [n for n in self.input_names if n in features.column_names]
+        columns = features.select_columns(names)[:]
+        lengths = np.fromiter((len(ids) for ids in columns["input_ids"]), dtype=np.int64)
+        width, n_windows = int(lengths.max()), len(lengths)
+        order = np.argsort(-lengths, kind="stable")
+        fields = HEAD_OUTPUTS[self.head]
+        outputs: list[np.ndarray] = []
+        with torch.inference_mode():
+            for lo in range(0, n_windows, self.batch_size):
+                rows = order[lo : lo + self.batch_size]
+                batch = self.collator([{name: columns[name][i] for name in names} for i in rows])
+                result = self.model(**{k: v.to(self.device) for k, v in batch.items()})
+                for j, name in enumerate(fields):
+                    value = getattr(result, name)
+                    value = (value.float() if value.is_floating_point() else value).cpu().numpy()
+                    if self.head == "span":  # logits over the padded batch: keep each window's own positions
+                        value = value[:, :width]
+                        real = np.arange(value.shape[1]) < lengths[rows, None]
+                        value = np.where(real, value, -np.inf).astype(np.float32)
+                        if lo == 0:
+                            outputs.append(np.full((n_windows, width), -np.inf, dtype=np.float32))
+                        outputs[j][rows, : value.shape[1]] = value
+                    else:  # (B, K) candidates or (B,) null scores
+                        if lo == 0:
+                            outputs.append(np.empty((n_windows, *value.shape[1:]), dtype=value.dtype))
+                        outputs[j][rows] = value
+        return tuple(outputs)
+
+    def _result(self, preds: Predictions, qid: str) -> dict[str, Any]:
+        nbest = preds.nbest[qid]
+        best = nbest[0] if nbest else None
+        na_prob = preds.na_prob[qid]
+        answered = best is not None and na_prob <= self.null_threshold  # the official scorer's rule
+        return {
+            "answer": best["text"] if answered else "",
+            "score": best["score"] if best is not None else None,
+            "start": best["start"] if answered else None,
+            "end": best["end"] if answered else None,
+            "no_answer_probability": na_prob,
+            "best_span": best["text"] if best is not None else "",
+        }
+
+
+def _max_positions(config: Any) -> int | None:
+    """The encoder's position limit: on the config itself (plain head) or its nested encoder dict (CRF)."""
+    if config is None:
+        return None
+    limit = getattr(config, "max_position_embeddings", None)
+    encoder = getattr(config, "encoder", None)
+    if limit is None and isinstance(encoder, dict):
+        limit = encoder.get("max_position_embeddings")
+    return int(limit) if limit is not None else None
