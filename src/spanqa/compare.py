@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.md").write_text(report, encoding="utf-8")
     print(render_summary(table))
     print("\n" + render_comparison(comparison))
-    for line in [*skipped, *fairness_warnings(runs)]:
+    for line in [*skipped, *warnings]:
         print(f"note: {line}")
     print(f"\nreport: {out / 'report.md'}")
     return 0

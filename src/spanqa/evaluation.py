@@ -149,13 +149,13 @@ def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = 
     for name, blob in files.items():
         path = out_dir / name
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(blob, indent=1, default=_finite))
+        tmp.write_text(json.dumps(blob, indent=1, default=_numpy_scalar))
         tmp.replace(path)  # never leave a half-written file behind
         written.append(path)
     return written
 
 
-def _finite(value: Any) -> Any:
+def _numpy_scalar(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
