@@ -350,3 +350,10 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
         [sys.executable, "-m", "spanqa.compare", "--wandb", "e/p"], capture_output=True, text=True, env=env
     )
     assert done.returncode == 2 and "no API key" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_resamples_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main([str(tmp_path), "--resamples", "0"])
+    assert exit_info.value.code == 2
+    assert "0 is invalid: must be >= 1" in capsys.readouterr().err

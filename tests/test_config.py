@@ -71,6 +71,7 @@ def test_every_group_composes(overrides: list[str], check) -> None:
         ("trainer.precision=fp8", "trainer.precision='fp8' is invalid: allowed values are auto, fp32, bf16, fp16"),
         ("data.null_threshold.policy=magic", "allowed values are fixed, tune_on_dev, held_out"),
         ("data.train_file=/x.json", "set either a dataset name or data.train_file/data.validation_file"),
+        ("data.max_query_length=0", "data.max_query_length=0 is invalid: must be >= 1"),
         ("logger.mode=sometimes", "logger.mode='sometimes' is invalid"),
     ],
 )

@@ -50,6 +50,7 @@ def test_local_official_json_loads_with_unanswerable(tmp_path: Path) -> None:
             "train: example 'a1': answer 'Bilbao' is not at answer_start=3",
         ),
         (squad([GOOD, GOOD]), "train: duplicate example id 'a1'"),
+        (squad([{**GOOD, "is_impossible": True}]), "example 'a1' has is_impossible=true but also answers"),
         (squad([{**GOOD, "question": "  "}]), "train: example 'a1' has an empty question"),
         (squad([{**GOOD, "answers": []}], context=" "), "train: example 'a1' has an empty context"),
         ({"data": [{"paragraphs": [{"qas": []}]}]}, "not in SQuAD format"),

@@ -166,3 +166,11 @@ def test_out_image_dir_is_refused(files: dict[str, Path], tmp_path: Path) -> Non
     assert "--out-image-dir" in proc.stderr
     assert "not supported" in proc.stderr
     assert not (tmp_path / "img").exists()
+
+
+def test_unwritable_out_file_is_one_line(files: dict[str, Path]) -> None:
+    proc = run_cli(files["data"], files["pred"], "-o", "/proc/spanqa/eval.json")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: /proc/spanqa/eval.json: cannot be written (No such file or directory)"
+    ]

@@ -79,22 +79,40 @@ def test_held_out_threshold_is_tuned_on_held_out_training_questions(tmp_path: Pa
     assert held_out is not None and len(held_out.ids) == 50  # 25% of the 200 training questions
     metrics = trainer.evaluate()
     # The same threshold, recomputed independently from the held-out predictions.
-    with trainer._no_metrics():
-        out = trainer.predict(held_out.model_inputs())
+    trainer.compute_metrics = None  # plain predictions, scored here rather than against the dev set
+    out = trainer.predict(held_out.model_inputs())
     expected = tuned_threshold(postprocess(trainer._candidates(out.predictions, held_out), held_out, 10), held_out.gold)
     assert metrics["eval_null_threshold"] == pytest.approx(expected)
     assert not set(held_out.ids) & set(trainer.eval_set.ids)
 
 
-def test_head_lr_gives_the_crf_head_its_own_learning_rate(tmp_path: Path, demo_dir: Path) -> None:
-    conf = config(demo_dir, "model=spanbert_crf", "optimizer.head_lr=0.01")
+@pytest.mark.parametrize(
+    ("model", "head_names"),
+    [
+        ("spanbert", {"qa_outputs.weight", "qa_outputs.bias"}),
+        (
+            "spanbert_crf",
+            {
+                "emission.weight",
+                "emission.bias",
+                "crf.end_transitions",
+                "crf.parametrizations.transitions.original",
+                "crf.parametrizations.start_transitions.original",
+            },
+        ),
+    ],
+)
+def test_head_lr_gives_either_head_its_own_learning_rate(
+    tmp_path: Path, demo_dir: Path, model: str, head_names: set[str]
+) -> None:
+    conf = config(demo_dir, f"model={model}", "optimizer.head_lr=0.01")
     trainer = trainer_for(conf, tmp_path)
     optimizer = trainer.create_optimizer()
     names = {id(p): n for n, p in trainer.model.named_parameters()}
     settings = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
     assert len(settings) == sum(1 for p in trainer.model.parameters() if p.requires_grad)
-    head = {n for n in settings if n.startswith(("crf.", "emission."))}
-    assert head and all(settings[n][0] == 0.01 for n in head)
-    assert all(lr == conf.optimizer.lr for n, (lr, _) in settings.items() if n not in head)
-    assert settings["emission.weight"][1] == conf.optimizer.weight_decay
-    assert settings["bert.embeddings.LayerNorm.weight"][1] == 0.0 and settings["emission.bias"][1] == 0.0
+    assert {n for n, (lr, _) in settings.items() if lr == 0.01} == head_names
+    assert all(lr == conf.optimizer.lr for n, (lr, _) in settings.items() if n not in head_names)
+    head_weight = "qa_outputs.weight" if model == "spanbert" else "emission.weight"
+    assert settings[head_weight][1] == conf.optimizer.weight_decay
+    assert settings["bert.embeddings.LayerNorm.weight"][1] == 0.0

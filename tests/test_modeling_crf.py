@@ -277,21 +277,6 @@ def test_from_encoder_loads_the_encoder_weights(tmp_path: Path, architecture: ty
     assert model.emission.bias.abs().sum() == 0  # fresh head, as the plain model's qa_outputs
 
 
-def test_crf_parameter_names_are_the_head():
-    model = tiny_model()
-    names = model.crf_parameter_names()
-    assert set(names) == {
-        "emission.weight",
-        "emission.bias",
-        "crf.end_transitions",
-        "crf.parametrizations.transitions.original",
-        "crf.parametrizations.start_transitions.original",
-    }
-    assert len(names) + sum(1 for n, _ in model.named_parameters() if n.startswith("bert.")) == len(
-        list(model.parameters())
-    )
-
-
 def test_loss_is_a_scalar_mean_over_windows():
     model = tiny_model().eval()  # no dropout: identical windows give identical terms
     one = {k: v[:1] for k, v in make_inputs().items()}

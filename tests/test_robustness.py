@@ -116,3 +116,22 @@ def test_disk_space_is_checked_against_the_checkpoints_to_keep(tmp_path: Path) -
     check_free_space(tmp_path, needed=1)
     with pytest.raises(OutputError, match="GB free but the run's checkpoints need about"):
         check_free_space(tmp_path, needed=shutil.disk_usage(tmp_path).free * 2)
+
+
+def test_windows_longer_than_the_model_fail_before_preprocessing(tmp_path: Path, demo_dir: Path) -> None:
+    proc = train(demo_dir, tmp_path / "run", "data.max_length=600", "data.doc_stride=128", "logger=none")
+    assert proc.returncode == 2
+    assert last_line(proc) == "error: data.max_length=600 is invalid: the model has 512 positions at most"
+
+
+def test_a_saved_crf_model_decodes_with_the_configured_settings(tmp_path: Path, demo_dir: Path) -> None:
+    from spanqa.config import ModelConfig
+    from spanqa.modeling import load_model
+    from spanqa.modeling_crf import SpanBertCrfForQuestionAnswering
+
+    saved = tmp_path / "crf"
+    SpanBertCrfForQuestionAnswering.from_encoder(str(demo_dir / "tiny-bert"), max_answer_length=5).save_pretrained(
+        saved
+    )
+    model = load_model(ModelConfig(name_or_path=str(saved), head="crf", crf_num_candidates=3), max_answer_length=7)
+    assert (model.config.max_answer_length, model.config.num_candidates) == (7, 3)

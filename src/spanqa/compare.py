@@ -275,6 +275,13 @@ def fairness_warnings(runs: list[Run]) -> list[str]:
     return out
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid: must be >= 1")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m spanqa.compare", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run dirs or dirs holding them (default: outputs/)")
@@ -282,7 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT[:GROUP]", help="read the runs from W&B instead")
     parser.add_argument("--baseline", help="group label of the baseline (default: the plain head)")
     parser.add_argument("--candidate", help="group label of the candidate (default: the CRF head)")
-    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    parser.add_argument("--resamples", type=_positive, default=10_000, help="bootstrap resamples (default 10000)")
     parser.add_argument("--bootstrap-seed", type=int, default=0)
     return parser.parse_args(argv)
 

@@ -79,7 +79,7 @@ class DataConfig:
             (self.dataset_name is None) == has_files,
             "data.dataset_name",
             self.dataset_name,
-            "set either a dataset name or data.train_file/data.validation_file, not both",
+            "set either a dataset name or data.train_file/data.validation_file (exactly one of the two)",
         )
         if has_files:
             _require(
@@ -96,9 +96,10 @@ class DataConfig:
             f"must be > 0 and < data.max_length={self.max_length}",
         )
         # Window = [CLS] question [SEP] context [SEP]; the overlap must leave room for new context tokens.
+        _require(self.max_query_length >= 1, "data.max_query_length", self.max_query_length, "must be >= 1")
         room = self.max_length - self.max_query_length - 3
         _require(
-            self.max_query_length > 0 and self.doc_stride < room,
+            self.doc_stride < room,
             "data.doc_stride",
             self.doc_stride,
             f"must be < max_length - max_query_length - 3 = {room}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from datasets import Dataset, DatasetDict, load_dataset
 
 from spanqa.config import DataConfig
 from spanqa.errors import DataError
+from spanqa.hub import is_offline
 
 COLUMNS = ("id", "title", "context", "question", "answers")
 
@@ -27,7 +27,10 @@ def _iter_squad_json(path: str, mtime_ns: int) -> Iterator[dict[str, Any]]:
             for paragraph in article["paragraphs"]:
                 context = paragraph["context"]
                 for qa in paragraph["qas"]:
-                    answers = [] if qa.get("is_impossible", False) else qa.get("answers", [])
+                    # The official scorer reads only `answers`; a file that also flags them impossible is ambiguous.
+                    answers = qa.get("answers", [])
+                    if qa.get("is_impossible", False) and answers:
+                        raise DataError(f"{path}: example {qa['id']!r} has is_impossible=true but also answers")
                     count += 1
                     yield {
                         "id": str(qa["id"]),
@@ -73,8 +76,7 @@ def load_examples(cfg: DataConfig) -> DatasetDict:
         try:
             raw = load_dataset(cfg.dataset_name)
         except Exception as err:
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            hint = " (the Hub is unreachable and it is not in the local cache)" if offline else ""
+            hint = " (the Hub is unreachable and it is not in the local cache)" if is_offline() else ""
             raise DataError(
                 f"data.dataset_name={cfg.dataset_name!r} could not be loaded{hint}: point "
                 "data.train_file/data.validation_file at local SQuAD-format JSON and set data.dataset_name=null"
@@ -83,12 +85,12 @@ def load_examples(cfg: DataConfig) -> DatasetDict:
         if missing:
             raise DataError(f"data.dataset_name={cfg.dataset_name!r} has no split {sorted(missing)}")
     raw = DatasetDict({split: ds.select_columns(list(COLUMNS)) for split, ds in raw.items()})
-    for split, ds in raw.items():
-        check_examples(ds, split)
     if cfg.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(cfg.max_train_samples, len(raw["train"]))))
     if cfg.max_eval_samples is not None:
         raw["validation"] = raw["validation"].select(range(min(cfg.max_eval_samples, len(raw["validation"]))))
+    for split, ds in raw.items():  # the rows that will be used
+        check_examples(ds, split)
     return raw
 
 

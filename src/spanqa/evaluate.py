@@ -126,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.out_file:
-        with open(args.out_file, "w", encoding="utf-8") as f:
-            json.dump(scores, f)
+        try:
+            with open(args.out_file, "w", encoding="utf-8") as f:
+                json.dump(scores, f)
+        except OSError as err:
+            print(f"error: {args.out_file}: cannot be written ({err.strerror})", file=sys.stderr)
+            return EXIT_BAD_INPUT
     else:
         print(json.dumps(scores, indent=2))
     return 0

@@ -140,7 +140,6 @@ def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = 
                 "f1": outcome.result.f1_by_qid[qid],
             }
             for qid, question in zip(es.ids, es.questions, strict=True)
-            if qid in outcome.result.f1_by_qid
         },
     }
     if nbest:

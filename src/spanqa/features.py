@@ -25,6 +25,19 @@ from spanqa.evaluation import EvalSet
 
 
 # ---------------------------------------------------------------------------------------------------- windows
+@dataclass(frozen=True)
+class WindowSettings:
+    """The part of DataConfig that decides the windows."""
+
+    max_length: int
+    doc_stride: int
+    max_query_length: int
+
+    @classmethod
+    def of(cls, cfg: DataConfig) -> WindowSettings:
+        return cls(cfg.max_length, cfg.doc_stride, cfg.max_query_length)
+
+
 def _cut_questions(questions: list[str], tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> list[str]:
     """Strip leading blanks (they waste tokens) and cut questions to max_tokens, as the reference does."""
     questions = [q.lstrip() for q in questions]
@@ -70,7 +83,7 @@ def _max_context(window_spans: list[tuple[int, int]]) -> list[np.ndarray]:
 
 
 def make_windows(
-    batch: dict[str, list[Any]], tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, for_eval: bool
+    batch: dict[str, list[Any]], tokenizer: PreTrainedTokenizerBase, cfg: DataConfig | WindowSettings, for_eval: bool
 ) -> dict[str, list[Any]]:
     """Batched `datasets.map` function: examples → windows (see the module docstring for the columns)."""
     questions = _cut_questions(batch["question"], tokenizer, cfg.max_query_length)
@@ -140,7 +153,8 @@ def windows(
         batched=True,
         num_proc=cfg.num_proc,
         remove_columns=examples.column_names,
-        fn_kwargs={"tokenizer": tokenizer, "cfg": cfg, "for_eval": for_eval},
+        # Only what shapes the windows goes into the cache key: changing n_best or a threshold re-tokenises nothing.
+        fn_kwargs={"tokenizer": tokenizer, "cfg": WindowSettings.of(cfg), "for_eval": for_eval},
         desc=desc,
     )
 

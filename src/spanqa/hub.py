@@ -19,9 +19,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
 
 
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
 def settle_offline_mode() -> bool:
     """Switch to offline mode when the Hub cannot be reached; returns True when running offline."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+    if is_offline():
         return True
     if hub_reachable():
         return False

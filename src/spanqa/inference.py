@@ -204,7 +204,9 @@ class Predictor:
             raise ModelLoadError("the tokenizer must be a fast (Rust) tokenizer: windows need offset mappings")
         if tokenizer.padding_side != "right":
             raise ModelLoadError(f"tokenizer.padding_side={tokenizer.padding_side!r}: only 'right' is supported")
-        limit = _max_positions(getattr(model, "config", None))
+        from spanqa.modeling import max_positions
+
+        limit = max_positions(getattr(model, "config", None))
         if limit is not None and data.max_length > limit:
             raise ConfigError(f"max_length={data.max_length} exceeds the model's {limit} position embeddings")
         if device is None:
@@ -329,14 +331,3 @@ class Predictor:
             "no_answer_probability": na_prob,
             "best_span": best["text"] if best is not None else "",
         }
-
-
-def _max_positions(config: Any) -> int | None:
-    """The encoder's position limit: on the config itself (plain head) or its nested encoder dict (CRF)."""
-    if config is None:
-        return None
-    limit = getattr(config, "max_position_embeddings", None)
-    encoder = getattr(config, "encoder", None)
-    if limit is None and isinstance(encoder, dict):
-        limit = encoder.get("max_position_embeddings")
-    return int(limit) if limit is not None else None

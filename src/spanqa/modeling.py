@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from spanqa.config import ModelConfig
 from spanqa.errors import ModelLoadError
-from spanqa.hub import is_local
+from spanqa.hub import is_local, is_offline
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -42,7 +42,7 @@ def check_checkpoint(name_or_path: str, key: str = "model.name_or_path") -> None
 
 
 def _unreachable(key: str, name: str, err: Exception) -> ModelLoadError:
-    if os.environ.get("HF_HUB_OFFLINE") == "1" and not is_local(name):
+    if is_offline() and not is_local(name):
         return ModelLoadError(
             f"{key}={name!r} is not in the local Hugging Face cache and the Hub is unreachable: download it "
             f"where the Hub is reachable (`hf download {name} --local-dir DIR`) and pass {key}=DIR"
@@ -80,9 +80,12 @@ def load_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
             )
         from spanqa.modeling_crf import SpanBertCrfForQuestionAnswering
 
-        if is_crf_checkpoint(cfg.name_or_path):
+        if is_crf_checkpoint(cfg.name_or_path):  # continue from a saved CRF model, decoding as configured now
             return SpanBertCrfForQuestionAnswering.from_pretrained(
-                cfg.name_or_path, attn_implementation=cfg.attn_implementation
+                cfg.name_or_path,
+                attn_implementation=cfg.attn_implementation,
+                max_answer_length=max_answer_length,
+                num_candidates=cfg.crf_num_candidates,
             )
         return SpanBertCrfForQuestionAnswering.from_encoder(
             cfg.name_or_path,
@@ -94,3 +97,16 @@ def load_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
         raise
     except Exception as err:
         raise _unreachable("model.name_or_path", cfg.name_or_path, err) from err
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest window a model accepts (its position embeddings); the CRF model keeps BERT's in `encoder`."""
+    encoder = getattr(config, "encoder", None)
+    value = encoder.get("max_position_embeddings") if isinstance(encoder, dict) else None
+    return value or getattr(config, "max_position_embeddings", None)
+
+
+def check_window_fits(model: PreTrainedModel, max_length: int) -> None:
+    limit = max_positions(model.config)
+    if limit is not None and max_length > limit:
+        raise ModelLoadError(f"data.max_length={max_length} is invalid: the model has {limit} positions at most")

@@ -252,10 +252,6 @@ class SpanBertCrfForQuestionAnswering(PreTrainedModel):
             init.uniform_(module.parametrizations.start_transitions.original, -0.1, 0.1)
             init.uniform_(module.end_transitions, -0.1, 0.1)
 
-    def crf_parameter_names(self) -> list[str]:
-        """Names (as in named_parameters) of the emission layer and CRF, for a separate learning rate."""
-        return [name for name, _ in self.named_parameters() if name.startswith(("emission.", "crf."))]
-
     def emission_scores(self, hidden_states: torch.Tensor) -> torch.Tensor:
         # fp32 for the CRF: its sums over hundreds of steps and the -1e4 constants need the precision.
         return self.emission(self.dropout(hidden_states)).float()

@@ -64,10 +64,6 @@ class Tracker:
     mode: str
     run: Any = None
 
-    @property
-    def report_to(self) -> list[str]:
-        return ["wandb"] if self.run is not None else []
-
     @classmethod
     def start(cls, cfg: Config, config_dict: dict[str, Any], run_dir: Path, mode: str) -> Tracker:
         """Create (or, for a resumed run dir, continue) the W&B run."""

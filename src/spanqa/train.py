@@ -59,7 +59,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
 
     from spanqa.demo import build_demo_assets
     from spanqa.features import prepare_data
-    from spanqa.modeling import load_model, load_tokenizer
+    from spanqa.modeling import check_window_fits, load_model, load_tokenizer
     from spanqa.preflight import check_free_space, checkpoint_bytes
     from spanqa.records import last_checkpoint, save_final, summary_line
     from spanqa.tracking import Tracker
@@ -75,6 +75,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
             build_demo_assets(conf.demo.dir, conf.demo.train_examples, conf.demo.dev_examples, conf.demo.seed)
         tokenizer = load_tokenizer(conf.model)
         model = load_model(conf.model, conf.data.max_answer_length)  # a missing model fails before preprocessing
+        check_window_fits(model, conf.data.max_length)
         check_free_space(run_dir, checkpoint_bytes(model.num_parameters(), conf.trainer.save_total_limit))
         data = prepare_data(conf.data, tokenizer, conf.seed)
     tracker = Tracker.start(conf, OmegaConf.to_container(cfg, resolve=True), run_dir, wandb_mode)

@@ -7,10 +7,8 @@ best-checkpoint selection by eval_f1. Each evaluation also leaves its artifacts 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,22 +68,18 @@ class QATrainer(Trainer):
         return _broadcast(metrics)
 
     def _held_out_predictions(self) -> Predictions | None:
+        """Predictions on the held-out training questions. Without labels the loop computes no loss, calls no
+        compute_metrics and fires no logging callback: nothing of it reaches the run's logs or W&B."""
         es = self.held_out_set
         assert es is not None
-        with self._no_metrics():
-            out = self.predict(es.model_inputs(), metric_key_prefix="held_out")
+        inputs = es.model_inputs().remove_columns(["start_positions", "end_positions"])
+        out = self.evaluation_loop(
+            self.get_eval_dataloader(inputs), "Held-out", prediction_loss_only=False, metric_key_prefix="held_out"
+        )
         if not self.is_world_process_zero():
             return None
         preds_tuple = out.predictions if isinstance(out.predictions, tuple) else (out.predictions,)
         return postprocess(self._candidates(preds_tuple, es), es, self.data_cfg.n_best)
-
-    @contextlib.contextmanager
-    def _no_metrics(self) -> Iterator[None]:
-        saved, self.compute_metrics = self.compute_metrics, None
-        try:
-            yield
-        finally:
-            self.compute_metrics = saved
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
         if eval_dataset is not None:
@@ -99,12 +93,14 @@ class QATrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------ optimiser
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        """Same AdamW as the Trainer's, with an optional larger lr for the task head (CRF transitions)."""
+        """Same AdamW as the Trainer's, with an optional lr for the task head: every parameter outside the encoder
+        (qa_outputs of the plain head; emissions and CRF transitions of the CRF head), both heads alike."""
         if self.head_lr is None or self.optimizer is not None:
             return super().create_optimizer(model)
         model = model or self.model
         decay = set(self.get_decay_parameter_names(model))
-        head = set(getattr(model, "crf_parameter_names", list)())
+        encoder = model.base_model_prefix + "."
+        head = {name for name, _ in model.named_parameters() if not name.startswith(encoder)}
         groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
         for name, param in model.named_parameters():
             if param.requires_grad:
@@ -159,13 +155,14 @@ def end_distributed() -> None:
 
 
 def precision_flags(precision: str, device: str) -> dict[str, bool]:
-    """auto → bf16 on a GPU that supports it, fp32 otherwise (CPU autocast gains nothing for training)."""
+    """auto → bf16 on an Ampere or newer GPU, fp32 otherwise (CPU autocast gains nothing for training)."""
     on_gpu = device != "cpu" and torch.cuda.is_available()
+    ampere = on_gpu and torch.cuda.get_device_capability()[0] >= 8  # native bf16 and TF32 (V100/T4 emulate bf16)
     if precision == "auto":
-        precision = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
+        precision = "bf16" if ampere else "fp32"
     if precision != "fp32" and not on_gpu:
         raise ConfigError(f"trainer.precision={precision!r} needs a GPU; allowed on CPU: fp32, auto")
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "tf32": on_gpu and precision != "fp16"}
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "tf32": ampere and precision != "fp16"}
 
 
 def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> TrainingArguments:

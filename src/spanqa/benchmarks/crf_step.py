@@ -119,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         windows = ContextWindows.from_mask(batch["context_mask"])
         emissions = crf.emission_scores(hidden)
         crf.crf_loss(emissions, windows, batch["start_positions"], batch["end_positions"]).backward()
+        crf_opt.zero_grad(set_to_none=True)  # the head's gradients must not leak into the next CRF step
 
     def head_decode() -> None:
         with torch.no_grad():
