@@ -65,7 +65,7 @@ def _answer_tokens(
     return start - 1, end + 1
 
 
-def _max_context(window_spans: list[tuple[int, int]]) -> list[np.ndarray]:
+def max_context_flags(window_spans: list[tuple[int, int]]) -> list[np.ndarray]:
     """For windows covering global context tokens [s, s+n), mark the tokens each window sees with most context.
 
     Score = min(tokens left, tokens right) + 0.01 * window length (BERT/SpanBERT reference); first max wins.
@@ -137,7 +137,7 @@ def _max_context_per_window(
         for prev, cur in itertools.pairwise(windows):
             step = prev.index(cur[0]) if cur[0] in prev else len(prev)
             starts.append(starts[-1] + step)
-        flags = _max_context([(s, len(w)) for s, w in zip(starts, windows, strict=True)])
+        flags = max_context_flags([(s, len(w)) for s, w in zip(starts, windows, strict=True)])
         for flag in flags:
             mask = np.zeros(len(context_masks[len(result)]), dtype=np.int8)
             mask[np.flatnonzero(context_masks[len(result)])] = flag

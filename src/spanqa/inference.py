@@ -284,8 +284,8 @@ class Predictor:
     def _model_outputs(self, features: Dataset) -> tuple[np.ndarray, ...]:
         """The head's output fields for every window, in window order, with gradients off.
 
-        Windows run longest first so each padded batch is tight. Plain-head logits are stored per window up to
-        its own length, -inf beyond: which windows share a batch cannot change an answer.
+        Windows run longest first so each padded batch is tight. Logits past a window's own length come from
+        batch padding; `window_candidates` masks them, so which windows share a batch cannot change an answer.
         """
         import numpy as np
         import torch
@@ -307,8 +307,6 @@ class Predictor:
                     value = (value.float() if value.is_floating_point() else value).cpu().numpy()
                     if self.head == "span":  # logits over the padded batch: keep each window's own positions
                         value = value[:, :width]
-                        real = np.arange(value.shape[1]) < lengths[rows, None]
-                        value = np.where(real, value, -np.inf).astype(np.float32)
                         if lo == 0:
                             outputs.append(np.full((n_windows, width), -np.inf, dtype=np.float32))
                         outputs[j][rows, : value.shape[1]] = value

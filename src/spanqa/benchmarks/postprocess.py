@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from spanqa.features import max_context_flags
 from spanqa.postprocess import Predictions, WindowCandidates, select_answers, span_candidates
 
 T = TypeVar("T")
@@ -58,18 +59,11 @@ def _doc_spans(n_tokens: int, capacity: int, doc_stride: int) -> list[tuple[int,
 
 
 def _max_context(spans: list[tuple[int, int]], n_tokens: int) -> np.ndarray:
-    """(n_spans, n_tokens) bool: the window in which each token has the most context (BERT reference).
-
-    score = min(left, right) + 0.01 * window length; the first window wins a tie, as in the reference.
-    """
-    pos = np.arange(n_tokens)
-    scores = np.full((len(spans), n_tokens), -np.inf)
-    for i, (start, length) in enumerate(spans):
-        inside = (pos >= start) & (pos < start + length)
-        left, right = pos - start, start + length - 1 - pos
-        scores[i, inside] = np.minimum(left, right)[inside] + 0.01 * length
-    best = scores.argmax(axis=0)
-    return best[None, :] == np.arange(len(spans))[:, None]
+    """(n_spans, n_tokens) bool: the window in which each token has the most context, by the rule training uses."""
+    best = np.zeros((len(spans), n_tokens), dtype=bool)
+    for i, ((start, length), flags) in enumerate(zip(spans, max_context_flags(spans), strict=True)):
+        best[i, start : start + length] = flags
+    return best
 
 
 def make_inputs(n_examples: int, seed: int = 0, max_length: int = 384, doc_stride: int = 128) -> BenchInputs:
