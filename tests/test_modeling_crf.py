@@ -315,9 +315,37 @@ def test_few_steps_on_a_toy_batch_learn_the_gold_span():
     assert out.span_score[1, 0].item() < 0  # the unanswerable window prefers the all-O path to any span
 
 
+def model_pair() -> tuple[SpanBertCrfForQuestionAnswering, SpanBertCrfForQuestionAnswering]:
+    models = []
+    for algorithm in ("parallel", "pytorch_crf"):
+        torch.manual_seed(0)
+        config = SpanBertCrfConfig(encoder=tiny_encoder().to_dict(), forward_algorithm=algorithm)
+        models.append(SpanBertCrfForQuestionAnswering(config).eval())  # eval: no dropout, same forward twice
+    return models[0], models[1]
+
+
+def test_model_loss_and_gradients_do_not_depend_on_the_forward_algorithm():
+    parallel, reference = model_pair()
+    inputs = make_inputs()
+    losses = [model(**inputs).loss for model in (parallel, reference)]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-5)
+    for loss in losses:
+        loss.backward()
+    for (name, ours), theirs in zip(parallel.named_parameters(), reference.parameters(), strict=True):
+        assert (ours.grad is None) == (theirs.grad is None), name
+        if ours.grad is not None:
+            torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert parallel.config.forward_algorithm == "parallel"
+
+
 def test_benchmark_runs_at_tiny_size(capsys: pytest.CaptureFixture[str]):
     result = crf_step.main(["--size", "tiny", "--steps", "2", "--seq-len", "64"])
     printed = capsys.readouterr().out
-    assert "CRF / plain" in printed and "of the CRF step" in printed
-    assert all(result[key] > 0 for key in ("plain", "crf", "head", "decode"))
-    assert result["ratio"] == pytest.approx(result["crf"] / result["plain"])
+    assert "CRF / plain step" in printed and "CRF head aten ops" in printed and "pytorch_crf" in printed
+    for key in ("plain", "decode", "crf_parallel", "crf_pytorch_crf", "head_parallel", "head_pytorch_crf"):
+        assert result[key] > 0, key
+    assert result["ratio_parallel"] == pytest.approx(result["crf_parallel"] / result["plain"])
+    # pytorch-crf dispatches a handful of operations per context token (the batch's contexts reach 46 tokens);
+    # the tree reduction a handful per level (log2 64 = 6 levels).
+    assert result["head_ops_pytorch_crf"] > 10 * 46
+    assert result["head_ops_parallel"] < result["head_ops_pytorch_crf"] / 4

@@ -32,6 +32,7 @@ class ModelConfig:
     tokenizer_name_or_path: str | None = None
     head: str = "span"
     crf_num_candidates: int = 4
+    crf_forward_algorithm: str = "parallel"
     attn_implementation: str = "sdpa"
 
     def __post_init__(self) -> None:
@@ -39,6 +40,7 @@ class ModelConfig:
         _one_of("model.attn_implementation", self.attn_implementation, ("eager", "sdpa", "flash_attention_2"))
         _require(bool(self.name_or_path), "model.name_or_path", self.name_or_path, "a Hub id or a local directory")
         _require(self.crf_num_candidates >= 1, "model.crf_num_candidates", self.crf_num_candidates, "must be >= 1")
+        _one_of("model.crf_forward_algorithm", self.crf_forward_algorithm, ("parallel", "pytorch_crf"))
 
 
 @dataclass

@@ -86,11 +86,13 @@ def load_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
                 attn_implementation=cfg.attn_implementation,
                 max_answer_length=max_answer_length,
                 num_candidates=cfg.crf_num_candidates,
+                forward_algorithm=cfg.crf_forward_algorithm,
             )
         return SpanBertCrfForQuestionAnswering.from_encoder(
             cfg.name_or_path,
             max_answer_length=max_answer_length,
             num_candidates=cfg.crf_num_candidates,
+            forward_algorithm=cfg.crf_forward_algorithm,
             attn_implementation=cfg.attn_implementation,
         )
     except ModelLoadError:

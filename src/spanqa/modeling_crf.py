@@ -3,6 +3,8 @@
 The model takes the same inputs and labels as ``BertForQuestionAnswering`` (start/end token positions, (0, 0) for
 "no answer in this window") plus a ``context_mask``; it returns, per window, the best single-span paths with
 their log-odds against the all-O path (the null score), so both heads feed one post-processing contract.
+The CRF's parameters are pytorch-crf's; its training loss is computed by `crf_likelihood` (the same
+log-likelihood without a loop over time steps) unless ``forward_algorithm="pytorch_crf"`` asks for the library's.
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ from transformers import (
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from spanqa.crf_likelihood import log_likelihood
+
 TAG_O, TAG_B, TAG_I = 0, 1, 2
 NUM_TAGS = 3
 # Large enough that no path through a forbidden transition can win Viterbi or carry mass in the partition
 # function (exp(-1e4) == 0 in fp32), small enough to stay finite in bf16/fp16 arithmetic.
 FORBIDDEN_SCORE = -10000.0
+# How the training loss gets the partition function: "parallel" reduces the per-step matrices as a tree
+# (crf_likelihood.py, log-depth, few GPU kernels); "pytorch_crf" is the library's loop over time steps.
+FORWARD_ALGORITHMS = ("parallel", "pytorch_crf")
 
 
 @strict
@@ -42,6 +49,7 @@ class SpanBertCrfConfig(PreTrainedConfig):
     max_answer_length: int = 30
     num_candidates: int = 4
     classifier_dropout: float | int | None = None  # None: the encoder's hidden_dropout_prob
+    forward_algorithm: str = "parallel"
 
     def __post_init__(self, **kwargs) -> None:
         if self.encoder is None:
@@ -52,6 +60,8 @@ class SpanBertCrfConfig(PreTrainedConfig):
             raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
         if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1) or None, got {self.classifier_dropout}")
+        if self.forward_algorithm not in FORWARD_ALGORITHMS:
+            raise ValueError(f"forward_algorithm must be one of {FORWARD_ALGORITHMS}, got {self.forward_algorithm!r}")
         super().__post_init__(**kwargs)
 
 
@@ -118,11 +128,15 @@ def bio_spans(path: list[int]) -> list[tuple[int, int]]:
 
 @dataclass
 class ContextWindows:
-    """Context tokens of each window gathered to the front, as pytorch-crf needs a prefix mask."""
+    """Context tokens of each window gathered to the front, as pytorch-crf needs a prefix mask.
+
+    The compacted length stays the window length L rather than the longest context in the batch: trimming
+    would need that maximum on the host, a GPU sync (and a torch.compile graph break) in every step.
+    """
 
     context: torch.Tensor  # (B, L) bool, the context_mask
-    index: torch.Tensor  # (B, C) original position of compacted position c (valid where mask)
-    mask: torch.Tensor  # (B, C) bool prefix mask, C = most context tokens in the batch
+    index: torch.Tensor  # (B, L) original position of compacted position c (valid where mask)
+    mask: torch.Tensor  # (B, L) bool prefix mask
     lengths: torch.Tensor  # (B,) context tokens per window
 
     @classmethod
@@ -134,9 +148,8 @@ class ContextWindows:
             raise ValueError(f"windows {rows} have no context token (context_mask all 0); the CRF needs >= 1")
         # A stable sort on "not context" puts context positions first, in their original order.
         order = torch.sort((~context).to(torch.uint8), dim=1, stable=True).indices
-        c_max = int(lengths.max())
-        mask = torch.arange(c_max, device=context.device).unsqueeze(0) < lengths.unsqueeze(1)
-        return cls(context=context, index=order[:, :c_max], mask=mask, lengths=lengths)
+        mask = torch.arange(context.size(1), device=context.device).unsqueeze(0) < lengths.unsqueeze(1)
+        return cls(context=context, index=order, mask=mask, lengths=lengths)
 
     def gather(self, values: torch.Tensor) -> torch.Tensor:
         """values (B, L) or (B, L, T) at the compacted positions: (B, C) or (B, C, T)."""
@@ -256,18 +269,15 @@ class SpanBertCrfForQuestionAnswering(PreTrainedModel):
         # fp32 for the CRF: its sums over hundreds of steps and the -1e4 constants need the precision.
         return self.emission(self.dropout(hidden_states)).float()
 
-    def crf_loss(
-        self,
-        emissions: torch.Tensor,
-        windows: ContextWindows,
-        start_positions: torch.Tensor,
-        end_positions: torch.Tensor,
-    ) -> torch.Tensor:
-        """Mean over windows of the negative log-likelihood of the gold BIO tags of the context tokens."""
-        tags = bio_tags_from_positions(start_positions, end_positions, windows.context, emissions.size(1))
+    def crf_loss(self, emissions: torch.Tensor, windows: ContextWindows, tags: torch.Tensor) -> torch.Tensor:
+        """Mean over windows of the negative log-likelihood of the gold BIO tags (B, L) of the context tokens."""
+        compact, compact_tags = windows.gather(emissions), windows.gather(tags)
         with parametrize.cached():
-            llh = self.crf(windows.gather(emissions), windows.gather(tags), mask=windows.mask, reduction="mean")
-        return -llh
+            if self.config.forward_algorithm == "pytorch_crf":
+                return -self.crf(compact, compact_tags, mask=windows.mask, reduction="mean")
+            crf = self.crf
+            params = (crf.start_transitions, crf.transitions, crf.end_transitions)
+            return -log_likelihood(compact, compact_tags, windows.mask, *params).mean()
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, windows: ContextWindows) -> tuple[torch.Tensor, ...]:
@@ -327,13 +337,17 @@ class SpanBertCrfForQuestionAnswering(PreTrainedModel):
     ) -> SpanCrfOutput | tuple[torch.Tensor, ...]:
         if context_mask is None:
             raise ValueError("context_mask (1 on the context tokens of each window) is required by the CRF head")
-        windows = ContextWindows.from_mask(context_mask)  # validates before the encoder runs
+        # Inputs and labels are checked before the encoder runs: a check after it would make the host wait for
+        # the whole forward pass (a GPU sync) before it could queue the backward pass.
+        windows = ContextWindows.from_mask(context_mask)
+        has_labels = start_positions is not None and end_positions is not None
+        if has_labels:
+            tags = bio_tags_from_positions(start_positions, end_positions, windows.context, context_mask.size(1))
         hidden = self.bert(
             input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True, **kwargs
         ).last_hidden_state
         emissions = self.emission_scores(hidden)
-        has_labels = start_positions is not None and end_positions is not None
-        loss = self.crf_loss(emissions, windows, start_positions, end_positions) if has_labels else None
+        loss = self.crf_loss(emissions, windows, tags) if has_labels else None
         candidates: tuple[torch.Tensor | None, ...] = (None,) * 4
         if not (self.training and has_labels):  # training steps never need the spans
             candidates = self.decode(emissions, windows)

@@ -6,9 +6,12 @@
 Random init (weights do not change speed), SpanBERT's cased vocabulary size, windows laid out as
 [CLS] question(15) [SEP] context(uniform 100-330 of 384, scaled with --seq-len) [SEP] padding, half of them
 answerable. A step is forward + backward + AdamW step; plain and CRF steps alternate so that drift in machine
-speed hits both alike, and the median over --steps follows --warmup untimed steps. The CRF head alone
-(emissions + CRF NLL, forward + backward, on random hidden states) gives the head's share of the CRF step;
-its decode (the best single-span paths) is timed too, as it is what evaluation pays on top of the encoder.
+speed hits both alike, and the median over --steps follows --warmup untimed steps. The CRF model's loss runs
+with both forward algorithms: "parallel" (crf_likelihood.py, the default) and "pytorch_crf" (the library's loop
+over time steps). The CRF head alone (emissions + CRF NLL, forward + backward, on random hidden states) gives
+the head's share of the CRF step, and the aten operations it dispatches, which on a GPU are roughly its kernel
+launches: at batch 8 a GPU finishes most of them faster than the host can queue them. The decode (the best
+single-span paths) is timed too, as it is what evaluation pays on top of the encoder.
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import BertConfig, BertForQuestionAnswering
 
-from spanqa.modeling_crf import ContextWindows, SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
+from spanqa.benchmarks.common import SIZES, VOCAB_SIZE, loadavg
+from spanqa.modeling_crf import (
+    FORWARD_ALGORITHMS,
+    ContextWindows,
+    SpanBertCrfConfig,
+    SpanBertCrfForQuestionAnswering,
+    bio_tags_from_positions,
+)
 
-SIZES = {
-    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
-    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 256},
-}
-VOCAB_SIZE = 28996  # SpanBERT cased
 QUESTION_TOKENS = 15
 CONTEXT_SHARE = (100 / 384, 330 / 384)  # context tokens per window, as a share of the window length
 
@@ -76,6 +83,18 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - begin
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operations dispatched while active, backward included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
 def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
     model(**batch).loss.backward()
     optimizer.step()
@@ -114,49 +133,66 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     crf_opt = torch.optim.AdamW(crf.parameters(), lr=2e-5)
 
     hidden = torch.randn(args.batch, args.seq_len, encoder.hidden_size, device=device, requires_grad=True)
+    windows = ContextWindows.from_mask(batch["context_mask"])
+    tags = bio_tags_from_positions(batch["start_positions"], batch["end_positions"], windows.context, args.seq_len)
+
+    def with_algorithm(algorithm: str, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            crf.config.forward_algorithm = algorithm
+            fn()
+
+        return run
 
     def head_step() -> None:
-        windows = ContextWindows.from_mask(batch["context_mask"])
-        emissions = crf.emission_scores(hidden)
-        crf.crf_loss(emissions, windows, batch["start_positions"], batch["end_positions"]).backward()
+        crf.crf_loss(crf.emission_scores(hidden), windows, tags).backward()
         crf_opt.zero_grad(set_to_none=True)  # the head's gradients must not leak into the next CRF step
 
     def head_decode() -> None:
         with torch.no_grad():
-            crf.decode(crf.emission_scores(hidden), ContextWindows.from_mask(batch["context_mask"]))
+            crf.decode(crf.emission_scores(hidden), windows)
 
-    times: dict[str, list[float]] = {"plain": [], "crf": [], "head": [], "decode": []}
+    runs: dict[str, Callable[[], None]] = {
+        "plain": lambda: _train_step(plain, plain_opt, plain_batch),
+        "decode": head_decode,
+    }
+    for algorithm in FORWARD_ALGORITHMS:
+        runs[f"crf_{algorithm}"] = with_algorithm(algorithm, lambda: _train_step(crf, crf_opt, batch))
+        runs[f"head_{algorithm}"] = with_algorithm(algorithm, head_step)
+    times: dict[str, list[float]] = {key: [] for key in runs}
     for step in range(args.warmup + args.steps):
-        measured = {
-            "plain": _timed(lambda: _train_step(plain, plain_opt, plain_batch), device),
-            "crf": _timed(lambda: _train_step(crf, crf_opt, batch), device),
-            "head": _timed(head_step, device),
-            "decode": _timed(head_decode, device),
-        }
-        if step >= args.warmup:
-            for key, seconds in measured.items():
+        for key, fn in runs.items():  # interleaved, so that drift in machine speed hits every variant alike
+            seconds = _timed(fn, device)
+            if step >= args.warmup:
                 times[key].append(seconds)
     result = {key: statistics.median(values) for key, values in times.items()}
-    result["ratio"] = result["crf"] / result["plain"]
-    result["head_share"] = result["head"] / result["crf"]
-    # The CRF model is the plain encoder plus this head, so this estimate holds when machine noise swamps the ratio.
-    result["ratio_from_head"] = (result["plain"] + result["head"]) / result["plain"]
+    for algorithm in FORWARD_ALGORITHMS:
+        counter = OpCounter()
+        with counter:
+            runs[f"head_{algorithm}"]()
+        result[f"head_ops_{algorithm}"] = counter.count
+        result[f"ratio_{algorithm}"] = result[f"crf_{algorithm}"] / result["plain"]
+        # The CRF model is the plain encoder plus this head: an estimate that holds when noise swamps the ratio.
+        result[f"ratio_from_head_{algorithm}"] = (result["plain"] + result[f"head_{algorithm}"]) / result["plain"]
+    crf.config.forward_algorithm = FORWARD_ALGORITHMS[0]
 
     lengths = batch["context_mask"].sum(dim=1).float()
     print(
         f"device {args.device} | size {args.size} (hidden {encoder.hidden_size}, {encoder.num_hidden_layers} layers)"
         f" | batch {args.batch} x {args.seq_len} | context tokens {int(lengths.min())}-{int(lengths.max())}"
-        f" (mean {lengths.mean():.0f}) | {args.warmup} warmup + {args.steps} timed steps, median"
+        f" (mean {lengths.mean():.0f}) | {args.warmup} warmup + {args.steps} timed steps, median | loadavg {loadavg()}"
     )
-    print(f"plain BertForQuestionAnswering step  {result['plain'] * 1e3:10.1f} ms")
-    print(f"CRF model step                       {result['crf'] * 1e3:10.1f} ms")
-    print(f"CRF / plain                          {result['ratio']:10.3f}x")
-    print(
-        f"CRF head alone (fwd+bwd)             {result['head'] * 1e3:10.1f} ms"
-        f" = {result['head_share']:.1%} of the CRF step"
-    )
-    print(f"(plain + head) / plain               {result['ratio_from_head']:10.3f}x")
-    print(f"CRF head decode (eval, span paths)   {result['decode'] * 1e3:10.1f} ms")
+    print(f"{'':40}{'parallel':>14}{'pytorch_crf':>14}")
+    rows = [
+        ("CRF model step (ms)", "crf_{}", 1e3, "{:.1f}"),
+        ("CRF / plain step", "ratio_{}", 1, "{:.3f}x"),
+        ("CRF head alone, fwd+bwd (ms)", "head_{}", 1e3, "{:.2f}"),
+        ("(plain + head) / plain", "ratio_from_head_{}", 1, "{:.3f}x"),
+        ("CRF head aten ops, fwd+bwd", "head_ops_{}", 1, "{:.0f}"),
+    ]
+    for label, key, scale, fmt in rows:
+        print(f"{label:40}" + "".join(f"{fmt.format(result[key.format(a)] * scale):>14}" for a in FORWARD_ALGORITHMS))
+    print(f"plain BertForQuestionAnswering step (ms) {result['plain'] * 1e3:13.1f}")
+    print(f"CRF head decode, eval (ms)               {result['decode'] * 1e3:13.2f}")
     return result
 
 

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from spanqa.benchmarks.common import loadavg
 from spanqa.features import max_context_flags
 from spanqa.postprocess import Predictions, WindowCandidates, select_answers, span_candidates
 
@@ -254,10 +255,6 @@ def compare_predictions(a: Predictions, b: Predictions, tol: float = 1e-5) -> li
     return diffs
 
 
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 class _Clock:
     """Wall and CPU (process) time of repeated runs. CPU time is the steadier figure on a busy machine:
     it leaves out the time other processes hold the cores."""
@@ -303,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"examples: {len(inputs.example_ids)}  windows: {len(inputs.example_index)}  "
         f"L: {inputs.offsets.shape[1]}  real tokens/window: mean {inputs.n_tokens.mean():.1f}, "
-        f"median {np.median(inputs.n_tokens):.0f}  cpus: {os.cpu_count()}  loadavg: {_loadavg()}"
+        f"median {np.median(inputs.n_tokens):.0f}  cpus: {os.cpu_count()}  loadavg: {loadavg()}"
     )
 
     def reference() -> Predictions:
@@ -373,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"ratio, reference / everything incl. n-best dicts: {ref_wall / full_wall:.1f}x wall, "
         f"{ref_cpu / full_cpu:.1f}x cpu"
     )
-    print(f"loadavg after: {_loadavg()}")
+    print(f"loadavg after: {loadavg()}")
     print(f"identical: {not diffs}")
     if diffs:
         raise AssertionError(f"{len(diffs)} differences, first: " + "; ".join(diffs[:3]))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spanqa.benchmarks.common import loadavg
 from spanqa.demo import make_squad_v2, train_tokenizer
 
 
@@ -152,10 +153,6 @@ def window_tokens(train_file: Path, tokenizer: Any, max_length: int = 384) -> tu
     return mean, sum(n > max_length for n in lengths) / len(lengths)
 
 
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=12_000, help="train questions (default 12000)")
@@ -198,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         cache = root / "hf-datasets"
         cache.mkdir()
-        load_before = _loadavg()
+        load_before = loadavg()
         bars = is_progress_bar_enabled()
         disable_progress_bar()
         try:
@@ -214,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"num_proc {args.num_proc}  TOKENIZERS_PARALLELISM={parallelism}  "
         f"cpus {os.cpu_count()}"
     )
-    print(f"loadavg: before {load_before}, after {_loadavg()}")
+    print(f"loadavg: before {load_before}, after {loadavg()}")
     print(f"train questions: {mean_tokens:.1f} tokens in the first window on average, {overflow:.1%} overflow 384")
     print(f"windows: train {cold.train_windows} + eval {cold.eval_windows} = {cold.windows}")
     print(

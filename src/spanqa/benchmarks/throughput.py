@@ -29,14 +29,11 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertForQuestionAnswering, PreTrainedModel
 
-from spanqa.modeling_crf import SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
+from spanqa.benchmarks.common import SIZES, VOCAB_SIZE, loadavg
+from spanqa.modeling_crf import FORWARD_ALGORITHMS, SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
 from spanqa.postprocess import WindowCandidates, select_answers, span_candidates
 
-SIZES = {
-    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
-    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 256},
-}
-VOCAB_SIZE, MAX_LEN, NON_CONTEXT = 28996, 384, 17  # SpanBERT cased; [CLS] + 14 question tokens + 2 [SEP]
+MAX_LEN, NON_CONTEXT = 384, 17  # [CLS] + 14 question tokens + 2 [SEP]
 TRAIN_WINDOWS, EVAL_WINDOWS, EPOCHS, EVAL_BATCH = 132_000, 12_078, 6, 64  # SQuAD v2 at 384/128
 DEV_QUESTIONS = 11_873
 # bf16 dense tensor-core peak (TFLOP/s), first match in the device name wins.
@@ -73,10 +70,13 @@ def make_batch(lengths: np.ndarray, multiple: int, rng: np.random.Generator) -> 
     return batch | {"start_positions": start, "end_positions": end}
 
 
-def build_model(head: str, size: str, attn: str, device: torch.device) -> PreTrainedModel:
-    encoder = BertConfig(vocab_size=VOCAB_SIZE, **SIZES[size])
-    config = encoder if head == "plain" else SpanBertCrfConfig(encoder=encoder.to_dict())
-    config._attn_implementation = attn  # the CRF model hands it on to its encoder
+def build_model(head: str, args: argparse.Namespace, device: torch.device) -> PreTrainedModel:
+    encoder = BertConfig(vocab_size=VOCAB_SIZE, **SIZES[args.size])
+    if head == "plain":
+        config = encoder
+    else:
+        config = SpanBertCrfConfig(encoder=encoder.to_dict(), forward_algorithm=args.crf_forward_algorithm)
+    config._attn_implementation = args.attn  # the CRF model hands it on to its encoder
     model_cls = BertForQuestionAnswering if head == "plain" else SpanBertCrfForQuestionAnswering
     return model_cls(config).to(device)
 
@@ -195,6 +195,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile (shapes vary per batch: recompiles)")
     p.add_argument("--sdpa", dest="attn", action="store_const", const="sdpa", default="sdpa")
     p.add_argument("--eager", dest="attn", action="store_const", const="eager")
+    p.add_argument("--crf-forward-algorithm", choices=FORWARD_ALGORITHMS, default=FORWARD_ALGORITHMS[0])
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, help="fp32 matmuls on TF32 (default on CUDA)")
     p.add_argument("--peak-tflops", type=float, help="peak dense TFLOP/s for MFU (default: by GPU name)")
     p.add_argument("--seed", type=int, default=0)
@@ -231,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg, results = SIZES[args.size], {}
     for head in ("plain", "crf"):
         torch.manual_seed(args.seed)
-        model = build_model(head, args.size, args.attn, device)
+        model = build_model(head, args, device)
         params = sum(p.numel() for n, p in model.named_parameters() if ".embeddings." not in n)
         inputs = [{k: v for k, v in b.items() if k != "context_mask" or head == "crf"} for b in batches]
         step_model, r = train_phase(model, inputs, args)
@@ -268,8 +269,10 @@ def report(results: dict[str, Any], args: argparse.Namespace, lengths: np.ndarra
     print(
         f"{device_name} | {args.size} (hidden {cfg['hidden_size']}, {cfg['num_hidden_layers']} layers, "
         f"{results['plain']['matmul_params'] / 1e6:.2f}M matmul params) | "
-        f"{args.precision} | {args.attn} | batch {args.batch} | {args.warmup} warmup + {args.steps} timed steps"
-        f"{' | compiled' if args.compile else ''}\nwindow lengths: mean {lengths.mean():.0f}, median "
+        f"{args.precision} | {args.attn} | CRF loss {args.crf_forward_algorithm} | batch {args.batch} | "
+        f"{args.warmup} warmup + {args.steps} timed steps"
+        f"{' | compiled' if args.compile else ''} | loadavg {loadavg()}\n"
+        f"window lengths: mean {lengths.mean():.0f}, median "
         f"{np.median(lengths):.0f}, p90 {np.percentile(lengths, 90):.0f}, full {np.mean(lengths == MAX_LEN):.1%}; "
         f"timed batches padded to {np.mean(padded):.0f} on average (real tokens {real:.0%})\n"
         "FLOPs/step = sum over windows of 6·N·T + 12·layers·hidden·T² (T padded length, N matmul params)"
