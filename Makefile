@@ -66,5 +66,5 @@ bench-postprocess: setup  ## vectorised post-processing vs a per-window loop, de
 bench-throughput: setup  ## throughput, MFU and projected 6-epoch time of both heads (ARGS="--device cuda --compile")
 	$(PY) -m spanqa.benchmarks.throughput $(ARGS)
 
-bench-crf: setup  ## CRF vs plain training-step time (ARGS="--size base --device cuda")
+bench-crf: setup  ## CRF vs plain step time, both CRF forward algorithms (ARGS="--size tiny", "--device cuda")
 	$(PY) -m spanqa.benchmarks.crf_step $(ARGS)

@@ -106,3 +106,14 @@ def test_unknown_forward_algorithm_is_refused_in_the_model_and_the_hydra_config(
         SpanBertCrfConfig(forward_algorithm="viterbi")
     with pytest.raises(ConfigError, match=r"model\.crf_forward_algorithm='loop'.*parallel, pytorch_crf"):
         ModelConfig(head="crf", crf_forward_algorithm="loop")
+
+
+def test_a_fixed_tree_width_gives_the_same_result_and_must_cover_the_steps():
+    crf = random_crf(3)
+    mask, tags = bio_batch(4, 20, torch.Generator().manual_seed(3))
+    emissions = torch.randn(4, 20, 3)
+    fitted = log_likelihood(emissions, tags, mask, *params(crf))
+    for width in (19, 32, 100, 512):
+        torch.testing.assert_close(log_likelihood(emissions, tags, mask, *params(crf), width=width), fitted)
+    with pytest.raises(ValueError, match="width=18 is below the 19 step matrices"):
+        log_partition(emissions, mask, *params(crf), width=18)

@@ -338,6 +338,19 @@ def test_model_loss_and_gradients_do_not_depend_on_the_forward_algorithm():
     assert parallel.config.forward_algorithm == "parallel"
 
 
+def test_traced_by_torch_compile_as_one_graph_with_the_eager_loss():
+    """trainer.compile=true: no graph break (data checks, host syncs) and one tree width for every batch length."""
+    model = tiny_model().eval()  # no dropout, so eager and traced runs see the same numbers
+    inputs = make_inputs()
+    unlabelled = {k: v for k, v in inputs.items() if not k.endswith("_positions")}
+    for batch in (inputs, unlabelled):
+        explained = torch._dynamo.explain(model)(**batch)
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    torch._dynamo.reset()
+    traced = torch.compile(model, backend="eager")  # Dynamo's graph run as is: the traced code path, no compiler
+    torch.testing.assert_close(traced(**inputs).loss, model(**inputs).loss)
+
+
 def test_benchmark_runs_at_tiny_size(capsys: pytest.CaptureFixture[str]):
     result = crf_step.main(["--size", "tiny", "--steps", "2", "--seq-len", "64"])
     printed = capsys.readouterr().out

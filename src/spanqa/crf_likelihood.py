@@ -29,8 +29,13 @@ def log_partition(
     start_transitions: torch.Tensor,
     transitions: torch.Tensor,
     end_transitions: torch.Tensor,
+    width: int | None = None,
 ) -> torch.Tensor:
-    """log Z per sequence, (B,), from emissions (B, C, T) and a prefix mask (B, C) whose first column is on."""
+    """log Z per sequence, (B,), from emissions (B, C, T) and a prefix mask (B, C) whose first column is on.
+
+    The C - 1 step matrices are padded to `width` (default: the next power of two) with identities, so a
+    fixed width >= C - 1 gives every batch the same tree whatever its length (one torch.compile graph).
+    """
     batch, steps, num_tags = emissions.shape
     alpha = start_transitions + emissions[:, 0]  # (B, T): scores of the paths of length 1
     if steps > 1:
@@ -39,9 +44,11 @@ def log_partition(
         identity = torch.full((num_tags, num_tags), _LOG_ZERO, dtype=step.dtype, device=step.device)
         identity.fill_diagonal_(0.0)
         step = torch.where(mask[:, 1:, None, None].bool(), step, identity)  # past a sequence's end: no change
-        width = 1 << (steps - 2).bit_length()  # next power of two >= steps - 1
-        if width > steps - 1:
-            step = torch.cat([step, identity.expand(batch, width - (steps - 1), num_tags, num_tags)], dim=1)
+        if width is not None and width < steps - 1:
+            raise ValueError(f"width={width} is below the {steps - 1} step matrices of {steps} positions")
+        leaves = 1 << ((steps - 1 if width is None else width) - 1).bit_length()  # a power of two >= either
+        if leaves > steps - 1:
+            step = torch.cat([step, identity.expand(batch, leaves - (steps - 1), num_tags, num_tags)], dim=1)
         while step.size(1) > 1:  # multiply neighbours in order: left-to-right products are kept
             step = _log_matmul(step[:, 0::2], step[:, 1::2])
         alpha = torch.logsumexp(alpha.unsqueeze(-1) + step[:, 0], dim=1)
@@ -74,7 +81,8 @@ def log_likelihood(
     start_transitions: torch.Tensor,
     transitions: torch.Tensor,
     end_transitions: torch.Tensor,
+    width: int | None = None,
 ) -> torch.Tensor:
     """log p(tags | emissions) per sequence, (B,): what ``torchcrf.CRF(..., reduction="none")`` returns."""
     params = (start_transitions, transitions, end_transitions)
-    return path_score(emissions, tags, mask, *params) - log_partition(emissions, mask, *params)
+    return path_score(emissions, tags, mask, *params) - log_partition(emissions, mask, *params, width=width)

@@ -80,6 +80,12 @@ class SpanCrfOutput(ModelOutput):
     null_score: torch.Tensor | None = None
 
 
+def _eager() -> bool:
+    """False while torch.compile traces: data checks need the values on the host, which would split the graph
+    and recompile for every batch; eager runs (and the first look at every dataset) keep them."""
+    return not torch.compiler.is_compiling()
+
+
 def bio_tags_from_positions(
     start_positions: torch.Tensor, end_positions: torch.Tensor, context_mask: torch.Tensor, seq_len: int
 ) -> torch.Tensor:
@@ -97,7 +103,7 @@ def bio_tags_from_positions(
     in_span = (positions >= start.unsqueeze(1)) & (positions <= end.unsqueeze(1)) & answered
     bad = answered.squeeze(1) & ((end < start) | (start < 0) | (end >= seq_len))
     bad |= (in_span & ~context_mask.bool()).any(dim=1)
-    if bad.any():
+    if _eager() and bad.any():
         row = int(bad.nonzero()[0, 0])
         raise ValueError(
             f"window {row}: span ({int(start[row])}, {int(end[row])}) is not inside its context tokens; "
@@ -143,7 +149,7 @@ class ContextWindows:
     def from_mask(cls, context_mask: torch.Tensor) -> ContextWindows:
         context = context_mask.bool()
         lengths = context.sum(dim=1)
-        if (lengths == 0).any():
+        if _eager() and (lengths == 0).any():
             rows = (lengths == 0).nonzero().flatten().tolist()
             raise ValueError(f"windows {rows} have no context token (context_mask all 0); the CRF needs >= 1")
         # A stable sort on "not context" puts context positions first, in their original order.
@@ -277,7 +283,10 @@ class SpanBertCrfForQuestionAnswering(PreTrainedModel):
                 return -self.crf(compact, compact_tags, mask=windows.mask, reduction="mean")
             crf = self.crf
             params = (crf.start_transitions, crf.transitions, crf.end_transitions)
-            return -log_likelihood(compact, compact_tags, windows.mask, *params).mean()
+            # Compiled, a fixed tree width (no window exceeds the position embeddings) makes one graph for all
+            # batch lengths; eager, the tree fits each batch.
+            width = None if _eager() else self.config.encoder.get("max_position_embeddings", 512)
+            return -log_likelihood(compact, compact_tags, windows.mask, *params, width=width).mean()
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, windows: ContextWindows) -> tuple[torch.Tensor, ...]:
