@@ -10,7 +10,7 @@ import torch
 from torchcrf import CRF
 
 from spanqa.config import ModelConfig
-from spanqa.crf_likelihood import log_likelihood, log_partition, path_score
+from spanqa.crf_likelihood import CrfParams, log_likelihood, log_partition, path_score
 from spanqa.errors import ConfigError
 from spanqa.modeling_crf import FORBIDDEN_SCORE, TAG_B, TAG_I, TAG_O, SpanBertCrfConfig
 
@@ -39,10 +39,6 @@ def bio_batch(batch: int, steps: int, generator: torch.Generator) -> tuple[torch
     return mask, tags
 
 
-def params(crf: CRF) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return crf.start_transitions, crf.transitions, crf.end_transitions
-
-
 def grads(value: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     found = torch.autograd.grad(value, inputs, allow_unused=True)
     return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found, strict=True)]
@@ -60,7 +56,7 @@ def test_equals_pytorch_crf_values_and_gradients(steps: int):
     ref_inputs = [emissions.double().requires_grad_(), *reference.parameters()]
     expected = reference(ref_inputs[0], tags, mask=mask, reduction="none")
     inputs = [emissions.clone().requires_grad_(), *crf.parameters()]
-    got = log_likelihood(inputs[0], tags, mask, *params(crf))
+    got = log_likelihood(inputs[0], tags, mask, CrfParams.of(crf))
 
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-3)
@@ -77,7 +73,7 @@ def test_ill_formed_tags_score_through_the_forbidden_transitions_as_pytorch_crf_
     mask = torch.ones(2, 6, dtype=torch.bool)
     tags = torch.tensor([[TAG_I, TAG_I, TAG_O, TAG_I, TAG_B, TAG_I], [TAG_O, TAG_B, TAG_B, TAG_I, TAG_O, TAG_O]])
     emissions = torch.randn(2, 6, 3)
-    got = log_likelihood(emissions, tags, mask, *params(crf))
+    got = log_likelihood(emissions, tags, mask, CrfParams.of(crf))
     torch.testing.assert_close(got, crf(emissions, tags, mask=mask, reduction="none"), rtol=1e-6, atol=1e-2)
     assert got[0] < 2 * FORBIDDEN_SCORE + 100 and got[1] > FORBIDDEN_SCORE
 
@@ -87,13 +83,14 @@ def test_partition_and_path_score_equal_brute_force_enumeration():
     lengths = [5, 1, 3, 4]
     mask = torch.arange(5).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
     emissions = torch.randn(4, 5, 3, dtype=torch.float64)
-    start, trans, end = (p.detach().double() for p in params(crf))
-    log_z = log_partition(emissions, mask, start, trans, end)
+    double = CrfParams(*(p.detach().double() for p in CrfParams.of(crf)))
+    start, trans, end = double
+    log_z = log_partition(emissions, mask, double)
     for row, n in enumerate(lengths):
         scores = []
         for path in itertools.product(range(3), repeat=n):
             tags = torch.tensor(list(path) + [TAG_O] * (5 - n)).unsqueeze(0)
-            score = path_score(emissions[row : row + 1], tags, mask[row : row + 1], start, trans, end)
+            score = path_score(emissions[row : row + 1], tags, mask[row : row + 1], double)
             by_hand = start[path[0]] + end[path[-1]] + sum(emissions[row, t, tag] for t, tag in enumerate(path))
             by_hand += sum(trans[a, b] for a, b in itertools.pairwise(path))
             assert score.item() == pytest.approx(float(by_hand), abs=1e-9)
@@ -112,8 +109,8 @@ def test_a_fixed_tree_width_gives_the_same_result_and_must_cover_the_steps():
     crf = random_crf(3)
     mask, tags = bio_batch(4, 20, torch.Generator().manual_seed(3))
     emissions = torch.randn(4, 20, 3)
-    fitted = log_likelihood(emissions, tags, mask, *params(crf))
+    fitted = log_likelihood(emissions, tags, mask, CrfParams.of(crf))
     for width in (19, 32, 100, 512):
-        torch.testing.assert_close(log_likelihood(emissions, tags, mask, *params(crf), width=width), fitted)
+        torch.testing.assert_close(log_likelihood(emissions, tags, mask, CrfParams.of(crf), width=width), fitted)
     with pytest.raises(ValueError, match="width=18 is below the 19 step matrices"):
-        log_partition(emissions, mask, *params(crf), width=18)
+        log_partition(emissions, mask, CrfParams.of(crf), width=18)

@@ -11,11 +11,26 @@ conventions as pytorch-crf (batch first, a prefix mask with the first position o
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 # Off-diagonal entries of the log-semiring identity that pads masked steps. Finite, unlike log(0) = -inf: a
 # logsumexp whose terms are all -inf has a NaN gradient. exp() of it underflows to 0 against any real score.
 _LOG_ZERO = -1e9
+
+
+class CrfParams(NamedTuple):
+    """A linear-chain CRF's scores, laid out as in pytorch-crf: transitions[i, j] scores moving from tag i to j."""
+
+    start_transitions: torch.Tensor  # (T,)
+    transitions: torch.Tensor  # (T, T)
+    end_transitions: torch.Tensor  # (T,)
+
+    @classmethod
+    def of(cls, crf: torch.nn.Module) -> CrfParams:
+        """The parameters of a ``torchcrf.CRF`` (read through any parametrization it carries)."""
+        return cls(crf.start_transitions, crf.transitions, crf.end_transitions)
 
 
 def _log_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -24,12 +39,7 @@ def _log_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def log_partition(
-    emissions: torch.Tensor,
-    mask: torch.Tensor,
-    start_transitions: torch.Tensor,
-    transitions: torch.Tensor,
-    end_transitions: torch.Tensor,
-    width: int | None = None,
+    emissions: torch.Tensor, mask: torch.Tensor, crf: CrfParams, width: int | None = None
 ) -> torch.Tensor:
     """log Z per sequence, (B,), from emissions (B, C, T) and a prefix mask (B, C) whose first column is on.
 
@@ -37,10 +47,10 @@ def log_partition(
     fixed width >= C - 1 gives every batch the same tree whatever its length (one torch.compile graph).
     """
     batch, steps, num_tags = emissions.shape
-    alpha = start_transitions + emissions[:, 0]  # (B, T): scores of the paths of length 1
+    alpha = crf.start_transitions + emissions[:, 0]  # (B, T): scores of the paths of length 1
     if steps > 1:
         # Step t >= 1 as a matrix: moving from tag i to tag j scores transitions[i, j] + emissions[t, j].
-        step = transitions + emissions[:, 1:].unsqueeze(2)  # (B, C-1, T, T)
+        step = crf.transitions + emissions[:, 1:].unsqueeze(2)  # (B, C-1, T, T)
         identity = torch.full((num_tags, num_tags), _LOG_ZERO, dtype=step.dtype, device=step.device)
         identity.fill_diagonal_(0.0)
         step = torch.where(mask[:, 1:, None, None].bool(), step, identity)  # past a sequence's end: no change
@@ -52,37 +62,23 @@ def log_partition(
         while step.size(1) > 1:  # multiply neighbours in order: left-to-right products are kept
             step = _log_matmul(step[:, 0::2], step[:, 1::2])
         alpha = torch.logsumexp(alpha.unsqueeze(-1) + step[:, 0], dim=1)
-    return torch.logsumexp(alpha + end_transitions, dim=-1)
+    return torch.logsumexp(alpha + crf.end_transitions, dim=-1)
 
 
-def path_score(
-    emissions: torch.Tensor,
-    tags: torch.Tensor,
-    mask: torch.Tensor,
-    start_transitions: torch.Tensor,
-    transitions: torch.Tensor,
-    end_transitions: torch.Tensor,
-) -> torch.Tensor:
+def path_score(emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, crf: CrfParams) -> torch.Tensor:
     """Unnormalised score of the tag path `tags` (B, C) per sequence, (B,), counting the masked-in prefix only."""
     mask = mask.bool()
     emitted = emissions.gather(2, tags.unsqueeze(-1)).squeeze(-1)  # (B, C)
-    moved = transitions[tags[:, :-1], tags[:, 1:]]  # (B, C-1)
+    moved = crf.transitions[tags[:, :-1], tags[:, 1:]]  # (B, C-1)
     zero = emitted.new_zeros(())
-    score = start_transitions[tags[:, 0]] + torch.where(mask, emitted, zero).sum(dim=1)
+    score = crf.start_transitions[tags[:, 0]] + torch.where(mask, emitted, zero).sum(dim=1)
     score = score + torch.where(mask[:, 1:], moved, zero).sum(dim=1)
     last = tags.gather(1, (mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)).squeeze(1)
-    return score + end_transitions[last]
+    return score + crf.end_transitions[last]
 
 
 def log_likelihood(
-    emissions: torch.Tensor,
-    tags: torch.Tensor,
-    mask: torch.Tensor,
-    start_transitions: torch.Tensor,
-    transitions: torch.Tensor,
-    end_transitions: torch.Tensor,
-    width: int | None = None,
+    emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, crf: CrfParams, width: int | None = None
 ) -> torch.Tensor:
     """log p(tags | emissions) per sequence, (B,): what ``torchcrf.CRF(..., reduction="none")`` returns."""
-    params = (start_transitions, transitions, end_transitions)
-    return path_score(emissions, tags, mask, *params) - log_partition(emissions, mask, *params, width=width)
+    return path_score(emissions, tags, mask, crf) - log_partition(emissions, mask, crf, width=width)

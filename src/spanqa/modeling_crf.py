@@ -27,7 +27,7 @@ from transformers import (
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from spanqa.crf_likelihood import log_likelihood
+from spanqa.crf_likelihood import CrfParams, log_likelihood
 
 TAG_O, TAG_B, TAG_I = 0, 1, 2
 NUM_TAGS = 3
@@ -81,8 +81,8 @@ class SpanCrfOutput(ModelOutput):
 
 
 def _eager() -> bool:
-    """False while torch.compile traces: data checks need the values on the host, which would split the graph
-    and recompile for every batch; eager runs (and the first look at every dataset) keep them."""
+    """False while torch.compile traces: a data check needs the values on the host, which splits the graph.
+    Compiled runs rely on the data pipeline, which only ever labels spans inside a window's context."""
     return not torch.compiler.is_compiling()
 
 
@@ -158,7 +158,7 @@ class ContextWindows:
         return cls(context=context, index=order, mask=mask, lengths=lengths)
 
     def gather(self, values: torch.Tensor) -> torch.Tensor:
-        """values (B, L) or (B, L, T) at the compacted positions: (B, C) or (B, C, T)."""
+        """values (B, L) or (B, L, T) at the compacted positions, same shape: valid where `mask`."""
         if values.dim() == 2:
             return values.gather(1, self.index)
         return values.gather(1, self.index.unsqueeze(-1).expand(-1, -1, values.size(-1)))
@@ -281,12 +281,10 @@ class SpanBertCrfForQuestionAnswering(PreTrainedModel):
         with parametrize.cached():
             if self.config.forward_algorithm == "pytorch_crf":
                 return -self.crf(compact, compact_tags, mask=windows.mask, reduction="mean")
-            crf = self.crf
-            params = (crf.start_transitions, crf.transitions, crf.end_transitions)
             # Compiled, a fixed tree width (no window exceeds the position embeddings) makes one graph for all
             # batch lengths; eager, the tree fits each batch.
             width = None if _eager() else self.config.encoder.get("max_position_embeddings", 512)
-            return -log_likelihood(compact, compact_tags, windows.mask, *params, width=width).mean()
+            return -log_likelihood(compact, compact_tags, windows.mask, CrfParams.of(self.crf), width=width).mean()
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, windows: ContextWindows) -> tuple[torch.Tensor, ...]:
