@@ -211,6 +211,8 @@ def test_bootstrap_section_reports_crf_minus_plain(multirun: Path, tmp_path: Pat
     assert f"mean difference {result.bootstrap.mean_diff:+.2f} F1" in text
     assert f"[{result.bootstrap.low:+.2f}, {result.bootstrap.high:+.2f}]" in text
     assert "twice the fraction" in text  # the method is stated
+    p_value = result.bootstrap.p_value
+    assert (f"p = {p_value:.4f}" if p_value > 0 else "p < 0.000333333") in text
 
 
 def test_explicit_baseline_and_candidate(multirun: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -71,14 +71,14 @@ def render_comparison(c: Comparison | None) -> str:
     if b is None:
         lines.append("- Paired bootstrap skipped: it needs per_question.json from local run dirs of both groups.")
     else:
-        p = f"< {1 / b.n_resamples:g}" if b.p_value == 0 else f"{b.p_value:.4f}"
+        p = f"p < {1 / b.n_resamples:g}" if b.p_value == 0 else f"p = {b.p_value:.4f}"
         side = "better" if b.low > 0 else "worse"
         verdict = (
             "contains 0: no detectable difference" if b.low <= 0 <= b.high else f"excludes 0: the candidate is {side}"
         )
         lines.append(
             f"- **Paired bootstrap over {b.n_questions} questions**: mean difference {b.mean_diff:+.2f} F1, 95% "
-            f"interval [{b.low:+.2f}, {b.high:+.2f}], two-sided p = {p}; the interval {verdict}."
+            f"interval [{b.low:+.2f}, {b.high:+.2f}], two-sided {p}; the interval {verdict}."
         )
         lines.append("- " + BOOTSTRAP_METHOD.format(B=b.n_resamples))
     kind = "paired by seed: mean ± std of per-seed differences" if s.paired else "unpaired: ± standard error"
