@@ -362,3 +362,8 @@ def test_benchmark_runs_at_tiny_size(capsys: pytest.CaptureFixture[str]):
     # the tree reduction a handful per level (log2 64 = 6 levels).
     assert result["head_ops_pytorch_crf"] > 10 * 46
     assert result["head_ops_parallel"] < result["head_ops_pytorch_crf"] / 4
+    # The CRF model is the plain encoder plus its head: the counts add up (the heads differ, hence the slack).
+    for algorithm in ("parallel", "pytorch_crf"):
+        extra = result[f"crf_ops_{algorithm}"] - result["plain_ops"]
+        assert 0.5 * result[f"head_ops_{algorithm}"] < extra < 1.5 * result[f"head_ops_{algorithm}"] + 50
+    assert "CRF / plain aten ops" in printed
