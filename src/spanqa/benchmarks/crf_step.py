@@ -12,8 +12,8 @@ over time steps). The CRF head alone (emissions + CRF NLL, forward + backward, o
 the head's share of the CRF step. Operation counts (aten operations dispatched in forward + backward, views
 aside; on a GPU each launches one kernel or more) stand in for kernel launches: at batch 8 a GPU runs many
 kernels faster than the host can queue them, so the ratio of counts is what CRF / plain tends to when launches
-dominate. The decode (the best
-single-span paths) is timed too, as it is what evaluation pays on top of the encoder.
+dominate. The decode (the best single-span paths) is timed too, as it is what evaluation pays on top of the
+encoder.
 """
 
 from __future__ import annotations
@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     tags = bio_tags_from_positions(batch["start_positions"], batch["end_positions"], windows.context, args.seq_len)
 
     def with_algorithm(algorithm: str, fn: Callable[[], None]) -> Callable[[], None]:
+        """fn with the CRF loss computed by `algorithm`: one model (same weights) serves both variants, and
+        crf_loss reads the algorithm from its config at every call."""
+
         def run() -> None:
             crf.config.forward_algorithm = algorithm
             fn()
