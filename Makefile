@@ -1,5 +1,6 @@
 # spanqa — every target that needs Python creates .venv from requirements.txt first.
 #   make demo                         offline demo: both models on generated data, tiny BERT, W&B offline
+#   make smoke model=spanbert_crf     the real configuration on 300 questions and 20 steps: the first minute on a new machine
 #   make train model=spanbert_crf     the real experiment (Hub or local files); ARGS="..." passes Hydra overrides
 #   make test                         the test suite (offline, a few minutes on 2 cores)
 SHELL := /bin/bash
@@ -18,7 +19,7 @@ NGPUS ?= 2
 DDP_DIR := outputs/runs/$(shell date +%Y-%m-%d)/$(shell date +%H-%M-%S)_$(or $(model),spanbert)-ddp$(NGPUS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train train-ddp demo test test-slow lint sweep compare predict bench-postprocess bench-crf bench-throughput
+.PHONY: help setup smoke train train-ddp demo test test-slow lint sweep compare predict bench-postprocess bench-crf bench-throughput
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -31,6 +32,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed  ## create .venv from requirements.txt (and install spanqa in editable mode)
+
+smoke: setup  ## the real configuration on 300 questions, 20 steps, one evaluation: make smoke model=spanbert_crf, then make train
+	$(PY) -m spanqa.train experiment=smoke $(MODEL_OVERRIDE) $(ARGS)
 
 train: setup  ## train one model: make train model=spanbert_crf ARGS="seed=2 optimizer.lr=3e-5"
 	$(PY) -m spanqa.train $(MODEL_OVERRIDE) $(ARGS)

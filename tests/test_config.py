@@ -31,7 +31,8 @@ def test_defaults_are_the_paper_setup() -> None:
         "span",
         "SpanBERT/spanbert-base-cased",
     )
-    assert (cfg.data.dataset_name, cfg.data.max_length, cfg.data.doc_stride) == ("squad_v2", 384, 128)
+    assert cfg.model.tokenizer_name_or_path == "google-bert/bert-base-cased"  # namespaced Hub ids only
+    assert (cfg.data.dataset_name, cfg.data.max_length, cfg.data.doc_stride) == ("rajpurkar/squad_v2", 384, 128)
     assert (cfg.data.max_answer_length, cfg.data.n_best) == (30, 20)
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (2e-5, 0.01)
     assert (cfg.trainer.epochs, cfg.trainer.batch_size) == (6, 8)
@@ -51,8 +52,25 @@ def test_defaults_are_the_paper_setup() -> None:
         ),
         (["seed=7", "model=spanbert_crf"], lambda c: c.run_name == "spanbert_crf-seed7"),
         (
-            ["data.dataset_name=null", "data.train_file=/d/train.json", "data.validation_file=/d/dev.json"],
-            lambda c: c.data.train_file == "/d/train.json",
+            ["data.train_file=/d/train.json", "data.validation_file=/d/dev.json"],
+            lambda c: c.data.train_file == "/d/train.json" and c.data.dataset_name is None,
+        ),
+        (
+            ["experiment=spanbert_paper"],
+            lambda c: (
+                (c.data.max_length, c.trainer.batch_size, c.trainer.epochs, c.optimizer.lr) == (512, 32, 4, 2e-5)
+                and c.data.null_threshold.policy == "tune_on_dev"
+                and c.trainer.evals_per_epoch == 10
+            ),
+        ),
+        (
+            ["experiment=smoke", "model=spanbert_crf"],
+            lambda c: (
+                c.trainer.max_steps == 20
+                and c.data.dataset_name == "rajpurkar/squad_v2"
+                and c.model.name_or_path == "SpanBERT/spanbert-base-cased"
+                and c.logger.backend == "wandb"
+            ),
         ),
     ],
 )
@@ -70,7 +88,8 @@ def test_every_group_composes(overrides: list[str], check) -> None:
         ("trainer.batch_size=0", "trainer.batch_size=0 is invalid: must be >= 1"),
         ("trainer.precision=fp8", "trainer.precision='fp8' is invalid: allowed values are auto, fp32, bf16, fp16"),
         ("data.null_threshold.policy=magic", "allowed values are fixed, tune_on_dev, held_out"),
-        ("data.train_file=/x.json", "set either a dataset name or data.train_file/data.validation_file"),
+        ("data.train_file=/x.json", "data.validation_file=None is invalid: local data needs both data.train_file"),
+        ("data.dataset_name=squad_v3", "data.dataset_name='squad_v3' is invalid: not a local directory, and Hub"),
         ("data.max_query_length=0", "data.max_query_length=0 is invalid: must be >= 1"),
         ("logger.mode=sometimes", "logger.mode='sometimes' is invalid"),
     ],

@@ -7,13 +7,17 @@ config into dataclass objects: an impossible value fails in the first second, be
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from spanqa.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -25,11 +29,36 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     _require(value in allowed, key, value, "allowed values are " + ", ".join(allowed))
 
 
+# Single-segment ids the pinned huggingface_hub rejects ("Repository id must be 'namespace/name'"), mapped to the
+# canonical repos that replaced them on the Hub.
+CANONICAL_DATASETS = {"squad_v2": "rajpurkar/squad_v2", "squad": "rajpurkar/squad"}
+
+
+def canonical_dataset_id(name: str) -> str:
+    """A local dataset dir as given; a Hub id as 'namespace/name', resolving the known single-segment ids."""
+    if Path(name).expanduser().exists():
+        return name
+    if name in CANONICAL_DATASETS:
+        log.info("data.dataset_name=%r is the Hub dataset %r", name, CANONICAL_DATASETS[name])
+        return CANONICAL_DATASETS[name]
+    known = ", ".join(f"{k} -> {v}" for k, v in CANONICAL_DATASETS.items())
+    segments = name.split("/")
+    _require(
+        len(segments) == 2 and all(segments) and not name.startswith((".", "~")),
+        "data.dataset_name",
+        name,
+        f"not a local directory, and Hub dataset ids are 'namespace/name' (known short names: {known})",
+    )
+    return name
+
+
 @dataclass
 class ModelConfig:
     name: str = "spanbert"
     name_or_path: str = "SpanBERT/spanbert-base-cased"
     tokenizer_name_or_path: str | None = None
+    # The model type of a checkpoint whose config.json has none (the SpanBERT release has none).
+    architecture: str = "bert"
     head: str = "span"
     crf_num_candidates: int = 4
     crf_forward_algorithm: str = "parallel"
@@ -39,6 +68,7 @@ class ModelConfig:
         _one_of("model.head", self.head, ("span", "crf"))
         _one_of("model.attn_implementation", self.attn_implementation, ("eager", "sdpa", "flash_attention_2"))
         _require(bool(self.name_or_path), "model.name_or_path", self.name_or_path, "a Hub id or a local directory")
+        _require(bool(self.architecture), "model.architecture", self.architecture, "a transformers model type (bert)")
         _require(self.crf_num_candidates >= 1, "model.crf_num_candidates", self.crf_num_candidates, "must be >= 1")
         _one_of("model.crf_forward_algorithm", self.crf_forward_algorithm, ("parallel", "pytorch_crf"))
 
@@ -62,7 +92,7 @@ class NullThresholdConfig:
 
 @dataclass
 class DataConfig:
-    dataset_name: str | None = "squad_v2"
+    dataset_name: str | None = "rajpurkar/squad_v2"
     train_file: str | None = None
     validation_file: str | None = None
     max_length: int = 384
@@ -76,20 +106,22 @@ class DataConfig:
     null_threshold: NullThresholdConfig = field(default_factory=NullThresholdConfig)
 
     def __post_init__(self) -> None:
-        has_files = self.train_file is not None or self.validation_file is not None
-        _require(
-            (self.dataset_name is None) == has_files,
-            "data.dataset_name",
-            self.dataset_name,
-            "set either a dataset name or data.train_file/data.validation_file (exactly one of the two)",
-        )
-        if has_files:
+        if self.train_file is not None or self.validation_file is not None:
             _require(
                 self.train_file is not None and self.validation_file is not None,
                 "data.validation_file" if self.validation_file is None else "data.train_file",
                 None,
                 "local data needs both data.train_file and data.validation_file",
             )
+            self.dataset_name = None  # local files replace the dataset: no need to also pass dataset_name=null
+        else:
+            _require(
+                self.dataset_name is not None,
+                "data.dataset_name",
+                None,
+                "set a Hub dataset id or local dataset dir, or data.train_file and data.validation_file",
+            )
+            self.dataset_name = canonical_dataset_id(self.dataset_name)  # type: ignore[arg-type]
         _require(self.max_length >= 32, "data.max_length", self.max_length, "must be >= 32")
         _require(
             0 < self.doc_stride < self.max_length,
@@ -140,6 +172,7 @@ class TrainerConfig:
     epochs: int = 6
     batch_size: int = 8
     eval_batch_size: int = 64
+    evals_per_epoch: int = 1  # evaluations (and checkpoints) per epoch; best checkpoint chosen among them
     grad_accum_steps: int = 1
     max_steps: int = -1
     precision: str = "auto"
@@ -152,7 +185,7 @@ class TrainerConfig:
     cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "logging_steps"):
+        for key in ("epochs", "batch_size", "eval_batch_size", "evals_per_epoch", "grad_accum_steps", "logging_steps"):
             _require(getattr(self, key) >= 1, f"trainer.{key}", getattr(self, key), "must be >= 1")
         _require(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps", self.max_steps, "-1 or >= 1")
         _require(self.save_total_limit >= 1, "trainer.save_total_limit", self.save_total_limit, "must be >= 1")

@@ -15,3 +15,7 @@ class DataError(SpanQAError):
 
 class ModelLoadError(SpanQAError):
     """A checkpoint cannot be found or loaded."""
+
+
+class TrainingError(SpanQAError):
+    """Training cannot go on: the loss or the model's outputs stopped being finite."""

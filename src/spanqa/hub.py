@@ -19,14 +19,22 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def is_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in _TRUE
 
 
 def settle_offline_mode() -> bool:
-    """Switch to offline mode when the Hub cannot be reached; returns True when running offline."""
+    """Switch to offline mode when the Hub cannot be reached; returns True when running offline.
+
+    HF_HUB_OFFLINE=0 set by the user means "the Hub is reachable, do not probe": trusted as it is, for networks
+    that the probe (proxy-aware as it is) cannot judge."""
     if is_offline():
         return True
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _FALSE:
+        return False
     if hub_reachable():
         return False
     log.warning("the Hugging Face Hub is unreachable: using only local paths and the local cache (HF_HUB_OFFLINE=1)")

@@ -1,44 +1,46 @@
-"""Tokenizer and model for a `model` config: the plain span head or the CRF head, from the Hub or a local dir."""
+"""Tokenizer and model for a `model` config: the plain span head or the CRF head, from the Hub or a local dir.
+
+Checkpoints are taken as their authors ship them. The SpanBERT release has a config.json without `model_type`
+(transformers 5 no longer guesses one from the name), `pytorch_model.bin` weights under pre-training names
+(`bert.*`, plus `cls.*` heads and a pooler the QA models do not use) and no tokenizer files: the config is then
+read as `model.architecture`, the encoder must load completely, and the pre-training heads are dropped quietly.
+Weights are always loaded as float32, whatever dtype they were stored in: training keeps fp32 master weights and
+runs bf16/fp16 in autocast (`trainer.precision`), as AdamW updates of lr 2e-5 vanish in half-precision weights.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+import torch
+from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    AutoTokenizer,
+    BertConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
 
 from spanqa.config import ModelConfig
 from spanqa.errors import ModelLoadError
 from spanqa.hub import is_local, is_offline
+from spanqa.preflight import check_checkpoint, check_local_dir
 
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+log = logging.getLogger(__name__)
 
-
-def check_local_dir(name_or_path: str, key: str) -> bool:
-    """True for a path (not a Hub id); a path must be an existing directory."""
-    path = Path(name_or_path).expanduser()
-    if not (name_or_path.startswith((".", "/", "~")) or path.exists()):
-        return False
-    if not path.is_dir():
-        raise ModelLoadError(f"{key}={name_or_path!r} does not exist (expected a checkpoint directory or a Hub id)")
-    return True
-
-
-def check_checkpoint(name_or_path: str, key: str = "model.name_or_path") -> None:
-    """A local path must be a complete checkpoint; a Hub id needs the Hub or the cache (checked when loading)."""
-    if not check_local_dir(name_or_path, key):
-        return
-    path = Path(name_or_path).expanduser()
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"{key}={name_or_path!r} has no config.json: not a saved checkpoint")
-    if not any((path / f).is_file() for f in WEIGHT_FILES):
-        raise ModelLoadError(f"{key}={name_or_path!r} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+# Checkpoint tensors a QA model has no place for: BERT pre-training heads (MLM, NSP, SpanBERT's span boundary
+# objective) and the pooler. Dropping them is expected; any other unused tensor is worth a warning.
+PRETRAINING_ONLY = re.compile(r"^(cls\.|bert\.pooler\.|pooler\.)")
 
 
 def _unreachable(key: str, name: str, err: Exception) -> ModelLoadError:
@@ -54,10 +56,19 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     name = cfg.tokenizer_name_or_path or cfg.name_or_path
     key = "model.tokenizer_name_or_path" if cfg.tokenizer_name_or_path else "model.name_or_path"
     check_local_dir(name, key)
+    if cfg.tokenizer_name_or_path is None and is_local(name) and not _has_tokenizer_files(Path(name).expanduser()):
+        raise ModelLoadError(
+            f"model.name_or_path={name!r} has no tokenizer files (the SpanBERT release ships none): set "
+            "model.tokenizer_name_or_path=google-bert/bert-base-cased or a local copy of it"
+        )
     try:
         return AutoTokenizer.from_pretrained(name, use_fast=True)
     except Exception as err:
         raise _unreachable(key, name, err) from err
+
+
+def _has_tokenizer_files(path: Path) -> bool:
+    return any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
 
 
 def is_crf_checkpoint(name_or_path: str) -> bool:
@@ -65,36 +76,101 @@ def is_crf_checkpoint(name_or_path: str) -> bool:
     return config.is_file() and json.loads(config.read_text()).get("model_type") == "spanbert_crf"
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers prints a table of every unused or new tensor; `_check_loaded` reports what matters instead."""
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def load_config(cfg: ModelConfig) -> PreTrainedConfig:
+    """The checkpoint's config; one without `model_type` (the SpanBERT release) is read as `model.architecture`."""
+    config_dict, _ = PreTrainedConfig.get_config_dict(cfg.name_or_path)
+    if "model_type" in config_dict:
+        return AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=False)
+    if cfg.architecture not in CONFIG_MAPPING:
+        raise ModelLoadError(
+            f"model.architecture={cfg.architecture!r} is invalid: not a transformers model type (e.g. bert); it "
+            f"is needed because model.name_or_path={cfg.name_or_path!r} has a config.json without model_type"
+        )
+    log.info("%s: config.json has no model_type, read as model.architecture=%s", cfg.name_or_path, cfg.architecture)
+    return CONFIG_MAPPING[cfg.architecture].from_dict(config_dict)
+
+
+def _check_loaded(name: str, info: dict[str, Any], new_head: tuple[str, ...]) -> None:
+    """The encoder must come from the checkpoint in full; only the task head may be new."""
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith(new_head))
+    if missing:
+        preview = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise ModelLoadError(
+            f"model.name_or_path={name!r} could not be loaded: {len(missing)} encoder weights are missing from the "
+            f"checkpoint ({preview}); is it a checkpoint of model.architecture's type?"
+        )
+    if info.get("mismatched_keys"):
+        raise ModelLoadError(
+            f"model.name_or_path={name!r} could not be loaded: weights of the wrong shape: "
+            f"{info['mismatched_keys'][:3]}"
+        )
+    unused = sorted(k for k in info["unexpected_keys"] if not PRETRAINING_ONLY.match(k))
+    if unused:
+        log.warning("%s: %d checkpoint tensors unused: %s", name, len(unused), ", ".join(unused[:5]))
+    new = sorted(k for k in info["missing_keys"] if k.startswith(new_head))
+    if new:
+        log.info("%s: new task head initialised (%s)", name, ", ".join(new))
+
+
 def load_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
     """Plain head: any QA checkpoint via the Auto class. CRF head: a saved CRF model, or a new CRF head on top
-    of the encoder of `name_or_path` (same initial weights as the plain model, for a fair comparison)."""
+    of the encoder of `name_or_path` (same initial weights as the plain model, for a fair comparison). Always
+    float32 parameters (see the module docstring)."""
     check_checkpoint(cfg.name_or_path)
     try:
-        if cfg.head == "span":
-            if is_crf_checkpoint(cfg.name_or_path):
-                raise ModelLoadError(
-                    f"model.name_or_path={cfg.name_or_path!r} is a CRF checkpoint: use model=spanbert_crf"
+        with _quiet_transformers():
+            if cfg.head == "span":
+                if is_crf_checkpoint(cfg.name_or_path):
+                    raise ModelLoadError(
+                        f"model.name_or_path={cfg.name_or_path!r} is a CRF checkpoint: use model=spanbert_crf"
+                    )
+                model, info = AutoModelForQuestionAnswering.from_pretrained(
+                    cfg.name_or_path,
+                    config=load_config(cfg),
+                    dtype=torch.float32,
+                    trust_remote_code=False,
+                    attn_implementation=cfg.attn_implementation,
+                    output_loading_info=True,
                 )
-            return AutoModelForQuestionAnswering.from_pretrained(
-                cfg.name_or_path, trust_remote_code=False, attn_implementation=cfg.attn_implementation
-            )
-        from spanqa.modeling_crf import SpanBertCrfForQuestionAnswering
+                _check_loaded(cfg.name_or_path, info, new_head=("qa_outputs.",))
+                return model
+            from spanqa.modeling_crf import SpanBertCrfForQuestionAnswering
 
-        if is_crf_checkpoint(cfg.name_or_path):  # continue from a saved CRF model, decoding as configured now
-            return SpanBertCrfForQuestionAnswering.from_pretrained(
+            crf = {
+                "max_answer_length": max_answer_length,
+                "num_candidates": cfg.crf_num_candidates,
+                "forward_algorithm": cfg.crf_forward_algorithm,
+            }
+            if is_crf_checkpoint(cfg.name_or_path):  # continue from a saved CRF model, decoding as configured now
+                return SpanBertCrfForQuestionAnswering.from_pretrained(
+                    cfg.name_or_path, attn_implementation=cfg.attn_implementation, dtype=torch.float32, **crf
+                )
+            config = load_config(cfg)
+            if not isinstance(config, BertConfig):
+                raise ModelLoadError(
+                    f"model.name_or_path={cfg.name_or_path!r} is a {config.model_type} checkpoint: the CRF head "
+                    "wraps a BERT encoder (model.architecture=bert)"
+                )
+            model, info = SpanBertCrfForQuestionAnswering.from_encoder(
                 cfg.name_or_path,
+                config=config,
                 attn_implementation=cfg.attn_implementation,
-                max_answer_length=max_answer_length,
-                num_candidates=cfg.crf_num_candidates,
-                forward_algorithm=cfg.crf_forward_algorithm,
+                output_loading_info=True,
+                **crf,
             )
-        return SpanBertCrfForQuestionAnswering.from_encoder(
-            cfg.name_or_path,
-            max_answer_length=max_answer_length,
-            num_candidates=cfg.crf_num_candidates,
-            forward_algorithm=cfg.crf_forward_algorithm,
-            attn_implementation=cfg.attn_implementation,
-        )
+            _check_loaded(cfg.name_or_path, info, new_head=())
+            return model
     except ModelLoadError:
         raise
     except Exception as err:
@@ -112,3 +188,45 @@ def check_window_fits(model: PreTrainedModel, max_length: int) -> None:
     limit = max_positions(model.config)
     if limit is not None and max_length > limit:
         raise ModelLoadError(f"data.max_length={max_length} is invalid: the model has {limit} positions at most")
+
+
+def lowercases(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer lower-cases its input: asked of its normalizer, whatever the tokenizer class."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    normalizer = getattr(backend, "normalizer", None)
+    if normalizer is not None:
+        return normalizer.normalize_str("A") == "a"
+    return bool(getattr(tokenizer, "do_lower_case", False))
+
+
+def checkpoint_casing(name_or_path: str) -> bool | None:
+    """True for a cased checkpoint, False for an uncased one, None when it does not say: from the tokenizer config
+    it ships (`do_lower_case`), else from the Hub naming convention (a name ending in `-cased` or `-uncased`)."""
+    tokenizer_config = Path(name_or_path).expanduser() / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        lower = json.loads(tokenizer_config.read_text()).get("do_lower_case")
+        if isinstance(lower, bool):
+            return not lower
+    last_word = re.split(r"[-_.]", Path(name_or_path.rstrip("/")).name.lower())[-1]
+    return {"cased": True, "uncased": False}.get(last_word)
+
+
+def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, cfg: ModelConfig) -> None:
+    """Tokenizer and model must agree before anything is tokenised: token ids beyond the embedding table crash deep
+    in torch (or, when they happen not to occur, train silently on the wrong rows), and a lower-casing tokenizer
+    feeds a cased model text it never saw."""
+    tokenizer_name = cfg.tokenizer_name_or_path or cfg.name_or_path
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelLoadError(
+            f"model.tokenizer_name_or_path={tokenizer_name!r} has {len(tokenizer):,} tokens but "
+            f"model.name_or_path={cfg.name_or_path!r} embeds only {rows:,}: use the tokenizer the model was trained "
+            "with"
+        )
+    cased = checkpoint_casing(cfg.name_or_path)
+    if cased is not None and cased == lowercases(tokenizer):
+        does = "lower-cases" if cased else "keeps the case of"
+        raise ModelLoadError(
+            f"model.tokenizer_name_or_path={tokenizer_name!r} {does} its input but model.name_or_path="
+            f"{cfg.name_or_path!r} is {'cased' if cased else 'uncased'}: use a matching tokenizer"
+        )

@@ -10,6 +10,7 @@ log-likelihood without a loop over time steps) unless ``forward_algorithm="pytor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from huggingface_hub.dataclasses import strict
@@ -241,25 +242,34 @@ class SpanBertCrfForQuestionAnswering(PreTrainedModel):
 
     @classmethod
     def from_encoder(
-        cls, name_or_path: str, attn_implementation: str | None = None, **crf_kwargs
-    ) -> SpanBertCrfForQuestionAnswering:
-        """The CRF model around the pretrained encoder of a BertModel/BertFor* checkpoint (hub name or dir).
+        cls,
+        name_or_path: str,
+        config: BertConfig | None = None,
+        attn_implementation: str | None = None,
+        output_loading_info: bool = False,
+        **crf_kwargs,
+    ) -> SpanBertCrfForQuestionAnswering | tuple[SpanBertCrfForQuestionAnswering, dict[str, Any]]:
+        """The CRF model around the pretrained encoder of a BertModel/BertFor* checkpoint (hub name or dir), in
+        float32 whatever the stored dtype; with `output_loading_info`, also the encoder's loading info (missing
+        and unused tensors), as ``from_pretrained`` gives it.
 
-        Head initialisation is the one of a fresh model, as ``BertForQuestionAnswering.from_pretrained`` does
-        for its qa_outputs layer.
+        `config` replaces the checkpoint's own (needed when its config.json has no model_type). Head
+        initialisation is the one of a fresh model, as ``BertForQuestionAnswering.from_pretrained`` does for its
+        qa_outputs layer.
         """
         encoder, info = BertModel.from_pretrained(
-            name_or_path, add_pooling_layer=False, output_loading_info=True, attn_implementation=attn_implementation
+            name_or_path,
+            config=config,
+            add_pooling_layer=False,
+            output_loading_info=True,
+            attn_implementation=attn_implementation,
+            dtype=torch.float32,
         )
-        if info["missing_keys"]:
-            raise ValueError(
-                f"{name_or_path} is not a BERT checkpoint: encoder weights missing: {sorted(info['missing_keys'])}"
-            )
         config = SpanBertCrfConfig(encoder=encoder.config.to_dict(), **crf_kwargs)
         config._attn_implementation = encoder.config._attn_implementation
         model = cls(config)
         model.bert.load_state_dict(encoder.state_dict())
-        return model
+        return (model, info) if output_loading_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -1,5 +1,5 @@
-"""Checks on where a run writes, done before anything is computed, so no work is lost to a full or
-unwritable disk.
+"""Checks done before anything heavy is imported or computed: where a run writes (so no work is lost to a full or
+unwritable disk) and whether local model and data paths exist (so a typo costs a second, not a download).
 
 `RunDirCheck` is a Hydra callback (registered in conf/config.yaml): Hydra creates the run dir before the task
 starts, so an unwritable `hydra.run.dir` would otherwise surface as a Hydra traceback.
@@ -16,11 +16,47 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from spanqa.errors import SpanQAError
+from spanqa.config import ModelConfig
+from spanqa.errors import ModelLoadError, SpanQAError
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 class OutputError(SpanQAError):
     """The output location cannot hold the run."""
+
+
+def check_local_dir(name_or_path: str, key: str) -> bool:
+    """True for a path (not a Hub id); a path must be an existing directory."""
+    path = Path(name_or_path).expanduser()
+    if not (name_or_path.startswith((".", "/", "~")) or path.exists()):
+        return False
+    if not path.is_dir():
+        raise ModelLoadError(f"{key}={name_or_path!r} does not exist (expected a checkpoint directory or a Hub id)")
+    return True
+
+
+def check_checkpoint(name_or_path: str, key: str = "model.name_or_path") -> None:
+    """A local path must be a complete checkpoint; a Hub id needs the Hub or the cache (checked when loading)."""
+    if not check_local_dir(name_or_path, key):
+        return
+    path = Path(name_or_path).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{key}={name_or_path!r} has no config.json: not a saved checkpoint")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise ModelLoadError(f"{key}={name_or_path!r} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+
+
+def check_model_source(cfg: ModelConfig) -> None:
+    """Local checkpoint and tokenizer dirs exist and hold what loading needs; Hub ids are checked when loading."""
+    check_checkpoint(cfg.name_or_path)
+    if cfg.tokenizer_name_or_path is not None:
+        check_local_dir(cfg.tokenizer_name_or_path, "model.tokenizer_name_or_path")
 
 
 def ensure_writable(path: Path, key: str) -> None:

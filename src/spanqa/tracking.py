@@ -22,25 +22,42 @@ log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"
 
 
+def wandb_base_url() -> str:
+    """The server wandb will talk to: WANDB_BASE_URL, else wandb's own default (api.wandb.ai until 0.30,
+    api.forge.coreweave.com from 0.31 on: read from wandb rather than written here)."""
+    if os.environ.get("WANDB_BASE_URL"):
+        return os.environ["WANDB_BASE_URL"]
+    from wandb.sdk.lib import urls
+
+    return urls.DEFAULT_BASE_URL
+
+
 def wandb_key_configured() -> bool:
-    """A key in WANDB_API_KEY or in ~/.netrc (what `wandb login` writes)."""
+    """A key in WANDB_API_KEY or in ~/.netrc (what `wandb login` writes), for the server wandb will use or the
+    W&B API host behind it (a key saved by an older wandb is filed under api.wandb.ai)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     import netrc
 
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    from wandb.sdk.lib import urls
+
+    base = wandb_base_url()
+    upstream = getattr(urls, "forge_upstream_url", lambda url: url)(base)
+    hosts = {urlparse(url).hostname for url in (base, upstream)} - {None}
     try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+        entries = netrc.netrc(os.environ.get("NETRC"))
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
+    return any(entries.authenticators(host) is not None for host in hosts)
 
 
 def wandb_server_reachable(timeout: float = 3.0) -> bool:
-    return reachable(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"), timeout)
+    return reachable(wandb_base_url(), timeout)
 
 
 def resolve_mode(cfg: Config) -> str:
-    """'online', 'offline' or 'disabled'. WANDB_MODE set by the user wins over logger.mode=auto."""
+    """'online', 'offline' or 'disabled'. WANDB_MODE set by the user wins over logger.mode=auto. Only `auto` probes
+    the server (through the configured proxy, as wandb itself connects); an explicit `online` is trusted."""
     if cfg.logger.backend == "none" or cfg.logger.mode == "disabled":
         return "disabled"
     requested = cfg.logger.mode
@@ -51,6 +68,8 @@ def resolve_mode(cfg: Config) -> str:
     has_key = wandb_key_configured()
     if requested == "online" and not has_key:
         raise ConfigError("logger.mode='online' needs a W&B key: run `wandb login` or set WANDB_API_KEY")
+    if requested == "online":  # asked for explicitly: trusted, not probed
+        return "online"
     if not has_key:
         return "offline"
     if not wandb_server_reachable():

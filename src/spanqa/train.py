@@ -13,8 +13,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from spanqa.config import Config, register_configs, validate
+from spanqa.data import check_data_source
 from spanqa.errors import ConfigError, SpanQAError
 from spanqa.hub import settle_offline_mode
+from spanqa.preflight import check_model_source
 from spanqa.tracking import resolve_mode
 
 register_configs()
@@ -46,11 +48,14 @@ def run_state(run_dir: Path, resume: bool, multirun: bool) -> str:
 def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, float]:
     """The story: validate → data → model → Trainer → fit → evaluate → record."""
     conf: Config = validate(cfg)  # impossible values fail here, in well under a second
-    wandb_mode = resolve_mode(conf)  # so does a W&B setup that cannot work
     state = run_state(run_dir, conf.resume, multirun)
     if state == "done":
         print(f"{conf.run_name}: already finished in {run_dir}, skipped")
         return json.loads((run_dir / "run.json").read_text())["metrics"]
+    if conf.demo is None:  # the demo builds its files below
+        check_data_source(conf.data)  # local files: exist, readable, JSON
+        check_model_source(conf.model)  # local checkpoint and tokenizer dirs: exist, complete
+    wandb_mode = resolve_mode(conf)  # a W&B setup that cannot work fails here too
     settle_offline_mode()  # decided before transformers/datasets are imported: they read it at import
 
     # torch, transformers and datasets are imported only past the checks above.
@@ -59,7 +64,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
 
     from spanqa.demo import build_demo_assets
     from spanqa.features import prepare_data
-    from spanqa.modeling import check_window_fits, load_model, load_tokenizer
+    from spanqa.modeling import check_tokenizer_fits, check_window_fits, load_model, load_tokenizer
     from spanqa.preflight import check_free_space, checkpoint_bytes
     from spanqa.records import last_checkpoint, save_final, summary_line
     from spanqa.tracking import Tracker
@@ -76,6 +81,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
         tokenizer = load_tokenizer(conf.model)
         model = load_model(conf.model, conf.data.max_answer_length)  # a missing model fails before preprocessing
         check_window_fits(model, conf.data.max_length)
+        check_tokenizer_fits(tokenizer, model, conf.model)
         check_free_space(run_dir, checkpoint_bytes(model.num_parameters(), conf.trainer.save_total_limit))
         data = prepare_data(conf.data, tokenizer, conf.seed)
     tracker = Tracker.start(conf, OmegaConf.to_container(cfg, resolve=True), run_dir, wandb_mode)
@@ -89,12 +95,21 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
     return metrics
 
 
+def _close_progress_bars() -> None:
+    """A bar left open by an interrupted loop redraws itself at exit, after the error line: close it first."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
         hydra_cfg = HydraConfig.get()
         metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), multirun=hydra_cfg.mode == RunMode.MULTIRUN)
     except SpanQAError as err:
+        _close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     return metrics.get(cfg.optimized_metric)

@@ -9,20 +9,86 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import (
+    EvalPrediction,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from spanqa.config import Config, DataConfig
-from spanqa.errors import ConfigError
+from spanqa.errors import ConfigError, TrainingError
 from spanqa.evaluation import EvalSet, Outcome, postprocess, score, tuned_threshold, window_candidates, write_artifacts
 from spanqa.features import QAData, WindowCollator
 from spanqa.postprocess import Predictions, WindowCandidates
 
 log = logging.getLogger(__name__)
+
+
+class LossWatch:
+    """Finds the first optimizer step whose training loss is not finite, without making the host wait for the GPU.
+
+    A per-step `loss.item()` (or the Trainer's own `isnan` filter) blocks the host until the device has run every
+    queued kernel, so it can no longer queue the next step ahead: at batch 8 that idles a fast GPU. Here each
+    loss is copied into pinned host memory asynchronously and read once its copy is known to be done (at once
+    on CPU); `flush` waits for all of them, before anything is logged, saved or evaluated.
+    """
+
+    def __init__(self, checkpoint_dir: str) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.pending: deque[tuple[torch.Tensor, Any, int, float]] = deque()
+
+    def push(self, loss: torch.Tensor, step: int, epoch: float) -> None:
+        if loss.device.type != "cuda":
+            self._check(float(loss), step, epoch)
+            return
+        host = torch.empty((), dtype=loss.dtype, pin_memory=True)
+        host.copy_(loss.detach(), non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        self.pending.append((host, done, step, epoch))
+        while self.pending and self.pending[0][1].query():
+            self._pop()
+
+    def flush(self) -> None:
+        while self.pending:
+            self.pending[0][1].synchronize()
+            self._pop()
+
+    def _pop(self) -> None:
+        host, _, step, epoch = self.pending.popleft()
+        self._check(float(host), step, epoch)
+
+    def _check(self, value: float, step: int, epoch: float) -> None:
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"training loss is {value} at step {step} (epoch {epoch:.2f}): training diverged and stopped; "
+                f"checkpoints saved before that step are kept in {self.checkpoint_dir}. Lower optimizer.lr or raise "
+                "optimizer.warmup_ratio (with trainer.precision=fp16, try bf16 or fp32)"
+            )
+
+
+class _FlushLossWatch(TrainerCallback):
+    """Nothing computed after a non-finite loss is logged, saved as a checkpoint or evaluated."""
+
+    def __init__(self, watch: LossWatch) -> None:
+        self.watch = watch
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_log or control.should_save or control.should_evaluate or control.should_training_stop:
+            self.watch.flush()
+
+    def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        self.watch.flush()
 
 
 class QATrainer(Trainer):
@@ -44,6 +110,13 @@ class QATrainer(Trainer):
         self.eval_set, self.held_out_set = eval_set, held_out_set
         self.data_cfg, self.head, self.run_dir, self.head_lr = data_cfg, head, run_dir, head_lr
         self.last_outcome: Outcome | None = None
+        self.loss_watch = LossWatch(self.args.output_dir)
+        self.add_callback(_FlushLossWatch(self.loss_watch))
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.loss_watch.push(loss, self.state.global_step + 1, self.state.epoch or 0.0)
+        return loss
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _candidates(self, predictions: tuple[np.ndarray, ...], es: EvalSet) -> WindowCandidates:
@@ -55,6 +128,7 @@ class QATrainer(Trainer):
         metrics: dict[str, float] | None = None
         if self.is_world_process_zero():  # predictions are gathered on every rank: score them once
             preds_tuple = p.predictions if isinstance(p.predictions, tuple) else (p.predictions,)
+            self._check_finite(preds_tuple)
             preds = postprocess(self._candidates(preds_tuple, self.eval_set), self.eval_set, self.data_cfg.n_best)
             if policy == "fixed":
                 threshold = self.data_cfg.null_threshold.value
@@ -66,6 +140,15 @@ class QATrainer(Trainer):
             self.last_outcome = score(preds, self.eval_set, threshold, policy)
             metrics = self.last_outcome.metrics
         return _broadcast(metrics)
+
+    def _check_finite(self, predictions: tuple[np.ndarray, ...]) -> None:
+        """NaN outputs mean broken weights: say so in one line rather than fail inside post-processing. (-inf is
+        legitimate: the CRF head marks missing candidates with it.)"""
+        if any(np.isnan(np.asarray(p, dtype=np.float64)).any() for p in predictions if np.asarray(p).dtype.kind == "f"):
+            raise TrainingError(
+                f"the model's outputs contain NaN at evaluation (step {self.state.global_step}): its weights are not "
+                "finite; lower optimizer.lr or train with trainer.precision=fp32"
+            )
 
     def _held_out_predictions(self) -> Predictions | None:
         """Predictions on the held-out training questions. Without labels the loop computes no loss, calls no
@@ -79,6 +162,7 @@ class QATrainer(Trainer):
         if not self.is_world_process_zero():
             return None
         preds_tuple = out.predictions if isinstance(out.predictions, tuple) else (out.predictions,)
+        self._check_finite(preds_tuple)
         return postprocess(self._candidates(preds_tuple, es), es, self.data_cfg.n_best)
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
@@ -165,6 +249,15 @@ def precision_flags(precision: str, device: str) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", "tf32": ampere and precision != "fp16"}
 
 
+def evaluation_schedule(evals_per_epoch: int, epochs: int, max_steps: int) -> dict[str, Any]:
+    """Evaluate and checkpoint once per epoch, or `evals_per_epoch` times: as a fraction of all training steps
+    (TrainingArguments reads a float < 1 so), saving at the same steps, as best-checkpoint selection needs."""
+    if evals_per_epoch == 1 or max_steps > 0:
+        return {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    every = 1.0 / (evals_per_epoch * epochs)
+    return {"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": every, "save_steps": every}
+
+
 def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> TrainingArguments:
     """Creating TrainingArguments also sets up torch.distributed when launched by torchrun/accelerate."""
     t, o = cfg.trainer, cfg.optimizer
@@ -187,8 +280,7 @@ def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> Trai
         adam_epsilon=o.adam_epsilon,
         max_grad_norm=o.max_grad_norm,
         lr_scheduler_type="linear",
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        **evaluation_schedule(t.evals_per_epoch, t.epochs, t.max_steps),
         logging_strategy="steps",
         logging_steps=t.logging_steps,
         logging_first_step=True,
@@ -205,6 +297,7 @@ def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> Trai
         torch_compile=t.compile,
         dataloader_pin_memory=on_gpu,
         label_names=["start_positions", "end_positions"],
+        logging_nan_inf_filter=False,  # syncs the host every step and hides divergence; QATrainer.loss_watch stops it
         **precision_flags(t.precision, t.device),
     )
 
