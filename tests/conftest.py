@@ -1,4 +1,4 @@
-"""Offline, isolated test environment and the tiny stand-ins every test shares.
+"""Offline, isolated test environment and the session-wide stand-ins (importable helpers live in tests/helpers.py).
 
 The Hub and W&B are unreachable here: HF_HUB_OFFLINE makes Hub calls fail at once instead of retrying for
 20-100 s, and HF_HOME/WANDB_DIR point into a temp dir so nothing touches the user's caches. These variables
@@ -7,8 +7,8 @@ are read when transformers/datasets are imported, hence set before any import be
 
 from __future__ import annotations
 
+import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -30,11 +30,6 @@ os.environ.pop("WANDB_API_KEY", None)
 
 import pytest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src"
-if str(SRC) not in sys.path:  # also works without `pip install -e .`
-    sys.path.insert(0, str(SRC))
-
 from spanqa.config import register_configs  # noqa: E402
 
 register_configs()  # the structured schema conf/config.yaml's defaults list starts with
@@ -43,7 +38,7 @@ register_configs()  # the structured schema conf/config.yaml's defaults list sta
 @pytest.fixture(scope="session")
 def demo_dir() -> Path:
     """Small demo assets (SQuAD-v2 JSON, WordPiece tokenizer, tiny BERT), built once per session."""
-    from spanqa.demo import build_demo_assets
+    from spanqa.data.demo import build_demo_assets
 
     return build_demo_assets(_TMP / "demo", train_examples=4000, dev_examples=400, seed=0)
 
@@ -55,6 +50,62 @@ def tokenizer(demo_dir: Path):
     return AutoTokenizer.from_pretrained(demo_dir / "tiny-bert")
 
 
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for `python -m spanqa...` subprocesses: the test isolation plus src on the path."""
-    return {**os.environ, "PYTHONPATH": str(SRC), **extra}
+@pytest.fixture(scope="session")
+def tiny_dir(demo_dir: Path) -> Path:
+    """The demo's untrained tiny BERT checkpoint (with its tokenizer)."""
+    return demo_dir / "tiny-bert"
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tiny_dir: Path, tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT after 40 Adam steps on TOY_QUESTION: its logits point at "Kobe", far from a tie."""
+    import torch
+    from transformers import BertForQuestionAnswering
+
+    from spanqa.config import DataConfig
+    from spanqa.data.windows import make_windows
+    from tests.helpers import TOY_CONTEXT, TOY_QUESTION
+
+    torch.manual_seed(0)
+    start = TOY_CONTEXT.index("Kobe")
+    batch = {
+        "id": ["toy"],
+        "question": [TOY_QUESTION],
+        "context": [TOY_CONTEXT],
+        "answers": [{"text": ["Kobe"], "answer_start": [start]}],
+    }
+    window = make_windows(batch, tokenizer, DataConfig(), for_eval=False)
+    inputs = {k: torch.tensor(window[k]) for k in ("input_ids", "token_type_ids", "attention_mask")}
+    labels = {k: torch.tensor(window[k]) for k in ("start_positions", "end_positions")}
+    assert labels["start_positions"].item() > 0  # the answer is inside the window
+    model = BertForQuestionAnswering.from_pretrained(tiny_dir)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(40):
+        optimizer.zero_grad()
+        model(**inputs, **labels).loss.backward()
+        optimizer.step()
+    out = tmp_path_factory.mktemp("trained")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Replicas over the demo's text: its word pieces in BERT's vocabulary layout, so answers are learnable."""
+    from transformers import AutoTokenizer
+
+    from tests import replicas
+
+    root = tmp_path_factory.mktemp("real")
+    tokenizer = AutoTokenizer.from_pretrained(demo_dir / "tiny-bert")
+    vocab = replicas.bert_vocab([t for t, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])])
+    train, dev = (json.loads((demo_dir / f).read_text()) for f in ("train.json", "dev.json"))
+    return {
+        "release": replicas.spanbert_release(root / "spanbert_hf_base", vocab),
+        "hub_model": replicas.spanbert_release(root / "spanbert-base-cased", vocab, hub_layout=True),
+        "tokenizer": replicas.bert_base_cased_tokenizer(root / "bert-base-cased", vocab),
+        "dataset": replicas.squad_v2_hub_dataset(root / "squad_v2", train, dev),
+        "no_question": replicas.squad_v2_hub_dataset(root / "no_question", train, dev, drop="question"),
+    }

@@ -1,4 +1,4 @@
-"""`python -m spanqa.compare` on run dirs written here the way records.py/evaluation.py write them."""
+"""`python -m spanqa.compare` (the command) on run dirs written the way a run writes them (fake_runs)."""
 
 from __future__ import annotations
 
@@ -7,138 +7,27 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
-from conftest import subprocess_env
 from spanqa import compare
-
-QUESTIONS = [
-    ("What is the capital of {}?", ["Paris"]),
-    ("Who founded {}?", ["Victor Hugo", "Hugo"]),
-    ("When was {} built?", ["in the year 1990"]),
-    ("In which region is {}?", []),
-    ("How tall is {}?", ["300 metres"]),
-    ("Name the river of {}.", []),
-]
-N_QUESTIONS = 48
-
-
-def per_question(rng: np.random.Generator, skill: float) -> dict[str, dict[str, Any]]:
-    """Answerable questions get F1 ~ skill, unanswerable ones are abstained on with probability skill."""
-    out = {}
-    for i in range(N_QUESTIONS):
-        template, gold = QUESTIONS[i % len(QUESTIONS)]
-        if gold:
-            f1 = float(np.clip(rng.normal(skill, 0.25), 0, 1))
-            prediction = gold[0] if f1 == 1 else ("" if f1 == 0 else gold[0].split()[-1])
-        else:
-            f1 = float(rng.random() < skill)
-            prediction = "" if f1 else "the city"
-        exact = float(f1 == 1)
-        out[f"q{i}"] = {"question": template.format(f"town {i}"), "gold": gold, "prediction": prediction}
-        out[f"q{i}"] |= {"na_prob": float(rng.random()), "exact": exact, "f1": f1}
-    return out
-
-
-def metrics_of(pq: dict[str, dict[str, Any]], epochs: int) -> dict[str, float]:
-    def split(keep: Any) -> dict[str, float]:
-        rows = [r for r in pq.values() if keep(r)]
-        return {
-            "exact": 100 * np.mean([r["exact"] for r in rows]),
-            "f1": 100 * np.mean([r["f1"] for r in rows]),
-            "total": float(len(rows)),
-        }
-
-    m = {f"eval_{k}": v for k, v in split(lambda r: True).items()}
-    m |= {f"eval_HasAns_{k}": v for k, v in split(lambda r: r["gold"]).items()}
-    m |= {f"eval_NoAns_{k}": v for k, v in split(lambda r: not r["gold"]).items()}
-    best = m["eval_f1"] + 1.5
-    m |= {"eval_best_exact": best, "eval_best_exact_thresh": 0.6, "eval_best_f1": best, "eval_best_f1_thresh": 0.6}
-    return m | {"eval_null_threshold": 0.5, "eval_loss": 1.2, "epoch": float(epochs), "best_epoch": float(epochs)}
-
-
-def write_run(
-    run_dir: Path,
-    model: str,
-    seed: int,
-    skill: float,
-    lr: float = 2e-5,
-    epochs: int = 2,
-    policy: str = "fixed",
-    demo_dir: str = "/tmp/demo",
-) -> dict[str, Any]:
-    """A finished run dir: .hydra/config.yaml + overrides.yaml, run.json, per_question.json, eval_results.json."""
-    rng = np.random.default_rng(seed * 100 + int(skill * 100))
-    head = "crf" if model.endswith("crf") else "span"
-    config = {
-        "model": {"name": model, "name_or_path": "${demo.dir}/tiny-bert", "head": head, "crf_num_candidates": 4},
-        "data": {"dataset_name": None, "train_file": "${demo.dir}/train.json", "max_length": 64},
-        "optimizer": {"lr": lr, "weight_decay": 0.01},
-        "trainer": {"epochs": epochs, "batch_size": 16, "logging_steps": 10, "dataloader_workers": 0},
-        "logger": {"backend": "none", "group": "${model.name}", "tags": ["demo", f"s{seed}"]},
-        "demo": {"dir": demo_dir, "dev_examples": N_QUESTIONS},
-        "seed": seed,
-        "run_name": "${model.name}-seed${seed}",
-    }
-    config["data"]["null_threshold"] = {"policy": policy, "value": 0.5}
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model={model}", f"seed={seed}"]))
-    pq = per_question(rng, skill)
-    metrics = metrics_of(pq, epochs)
-    steps_per_epoch = 30
-    history: list[dict[str, Any]] = []
-    for epoch in range(1, epochs + 1):
-        for step in range((epoch - 1) * steps_per_epoch + 10, epoch * steps_per_epoch + 1, 10):
-            loss = 4.0 * np.exp(-step / 40) + 0.3 * rng.random() + (3.0 if head == "crf" else 0.0)
-            history.append({"loss": loss, "grad_norm": 1.0, "learning_rate": lr, "epoch": step / 30, "step": step})
-        f1 = metrics["eval_f1"] - 8 * (epochs - epoch) + rng.normal(0, 1)
-        em = f1 - 5
-        history.append({"eval_loss": 2.0 / epoch, "eval_f1": f1, "eval_exact": em, "epoch": float(epoch)})
-        history[-1]["step"] = epoch * steps_per_epoch
-    history.append({"train_runtime": 50.0 + seed, "train_steps_per_second": 2.0, "epoch": float(epochs)})
-    history.append({"eval_f1": -1.0, "eval_exact": -1.0, "eval_loss": 99.0, "epoch": float(epochs)})  # final eval
-    record = {
-        "run_name": f"{model}-seed{seed}",
-        "metrics": metrics,
-        "null_threshold_policy": policy,
-        "log_history": history,
-        "train_runtime_s": 50.0 + seed,
-        "train_steps_per_second": 2.0 + seed / 10,
-        "global_step": epochs * steps_per_epoch,
-        "num_parameters": 200_000 + (4 if head == "crf" else 0),
-        "best_checkpoint": str(run_dir / "checkpoints" / "checkpoint-60"),
-        "wandb_run_id": None,
-    }
-    (run_dir / "run.json").write_text(json.dumps(record, indent=1))
-    (run_dir / "per_question.json").write_text(json.dumps(pq))
-    (run_dir / "eval_results.json").write_text(json.dumps(metrics | {"null_threshold_policy": policy}))
-    (run_dir / "eval" / "step-30").mkdir(parents=True)  # intermediate evaluations: not runs
-    (run_dir / "eval" / "step-30" / "per_question.json").write_text(json.dumps(pq))
-    return record
+from spanqa.comparison import runs as comparison
+from tests.comparison.fake_runs import N_QUESTIONS, write_multirun, write_run
+from tests.helpers import subprocess_env
 
 
 @pytest.fixture
 def multirun(tmp_path: Path) -> Path:
-    """Hydra multirun layout: 2 models × 3 seeds, plus one job that never finished."""
-    root = tmp_path / "outputs" / "multirun" / "2026-01-01" / "10-00-00"
-    job = 0
-    for model, skill in (("spanbert", 0.55), ("spanbert_crf", 0.6)):
-        for seed in (1, 2, 3):
-            write_run(root / f"{job}_{model}-seed{seed}", model, seed, skill, demo_dir=f"/tmp/demo{seed}")
-            job += 1
-    unfinished = root / f"{job}_spanbert_crf-seed4"
-    (unfinished / ".hydra").mkdir(parents=True)
-    (unfinished / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "spanbert_crf"}, "seed": 4}))
-    return root
+    return write_multirun(tmp_path)
 
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = compare.main(argv)
+    """main()'s exit status (also for the one-line errors, which exit through SystemExit), stdout, stderr."""
+    try:
+        code = compare.main(argv)
+    except SystemExit as stop:
+        code = int(stop.code)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -181,38 +70,12 @@ def test_report_table_matches_the_runs_saved_metrics(
 
 
 def test_unfinished_run_is_listed_as_skipped(multirun: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    finished, unfinished = compare.discover_runs([multirun])
+    finished, unfinished = comparison.discover_runs([multirun])
     assert len(finished) == 6 and [p.name for p in unfinished] == ["6_spanbert_crf-seed4"]
     code, stdout, _ = run_main([str(multirun), "--out", str(tmp_path / "r"), "--resamples", "500"], capsys)
     assert code == 0
     assert "6_spanbert_crf-seed4` (unfinished" in (tmp_path / "r" / "report.md").read_text()
     assert "unfinished" in stdout
-
-
-def test_bootstrap_section_reports_crf_minus_plain(multirun: Path, tmp_path: Path) -> None:
-    runs, _ = compare.collect_local([multirun])
-    groups = compare.group_runs(runs)
-    baseline, candidate = compare.choose_pair(groups, None, None)  # type: ignore[misc]
-    assert (baseline.label, candidate.label) == ("spanbert", "spanbert_crf")
-    result = compare.compare_groups(baseline, candidate, n_resamples=3_000, seed=0)
-    # The bootstrap's mean difference is the difference of the seed-averaged per-question F1.
-    per_run = {g.label: [r.per_question for r in g.runs] for g in groups}
-    mean_f1 = {k: 100 * np.mean([[t[q]["f1"] for q in t] for t in v]) for k, v in per_run.items()}
-    assert result.bootstrap is not None
-    assert result.bootstrap.n_questions == N_QUESTIONS
-    assert result.bootstrap.mean_diff == pytest.approx(mean_f1["spanbert_crf"] - mean_f1["spanbert"])
-    assert result.bootstrap.low < result.bootstrap.mean_diff < result.bootstrap.high
-    # Same seeds on both sides: paired per-seed differences of the saved eval_f1.
-    f1 = {g.label: [r.metrics["eval_f1"] for r in sorted(g.runs, key=lambda r: r.config["seed"])] for g in groups}
-    diffs = np.subtract(f1["spanbert_crf"], f1["spanbert"])
-    assert result.seeds.paired
-    assert (result.seeds.diff, result.seeds.spread) == pytest.approx((diffs.mean(), diffs.std(ddof=1)))
-    text = compare.render_comparison(result)
-    assert f"mean difference {result.bootstrap.mean_diff:+.2f} F1" in text
-    assert f"[{result.bootstrap.low:+.2f}, {result.bootstrap.high:+.2f}]" in text
-    assert "twice the fraction" in text  # the method is stated
-    p_value = result.bootstrap.p_value
-    assert (f"p = {p_value:.4f}" if p_value > 0 else "p < 0.000333333") in text
 
 
 def test_explicit_baseline_and_candidate(multirun: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -223,24 +86,6 @@ def test_explicit_baseline_and_candidate(multirun: Path, tmp_path: Path, capsys:
     assert "**spanbert** − **spanbert_crf**" in (out / "report.md").read_text()
     code, _, err = run_main([str(multirun), "--out", str(out), "--candidate", "bert-large"], capsys)
     assert code == 2 and err.startswith("error: no group labelled 'bert-large'") and err.count("\n") == 1
-
-
-def test_grouping_by_a_swept_key(tmp_path: Path) -> None:
-    plain = [("spanbert", 2e-5, 1), ("spanbert", 2e-5, 2), ("spanbert", 3e-5, 1)]
-    crf = [("spanbert_crf", 3e-5, 1), ("spanbert_crf", 3e-5, 2), ("spanbert_crf", 2e-5, 1)]
-    for i, (model, lr, seed) in enumerate(plain + crf):
-        write_run(tmp_path / "runs" / f"r{i}", model, seed, 0.5, lr=lr)
-    runs, skipped = compare.collect_local([tmp_path / "runs"])
-    assert not skipped
-    groups = compare.group_runs(runs)
-    assert {g.label: len(g.runs) for g in groups} == {
-        "spanbert lr=2e-05": 2,
-        "spanbert lr=3e-05": 1,
-        "spanbert_crf lr=2e-05": 1,
-        "spanbert_crf lr=3e-05": 2,
-    }
-    baseline, candidate = compare.choose_pair(groups, None, None)  # type: ignore[misc]
-    assert (baseline.label, candidate.label) == ("spanbert lr=2e-05", "spanbert_crf lr=2e-05")
 
 
 def test_unfair_comparisons_are_flagged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -255,12 +100,12 @@ def test_unfair_comparisons_are_flagged(tmp_path: Path, capsys: pytest.CaptureFi
     assert "different numbers of epochs trained: 2, 3" in text
     assert "optimistic" in text
     # One run on its own is not compared with anything.
-    runs = [compare.load_run(tmp_path / "runs" / "a")]
-    assert compare.fairness_warnings(runs) == []
+    runs = [comparison.load_run(tmp_path / "runs" / "a")]
+    assert comparison.fairness_warnings(runs) == []
     assert runs[0].per_question is not None
     for record in runs[0].per_question.values():
         record["prediction"] = ""
-    assert compare.fairness_warnings(runs) == [
+    assert comparison.fairness_warnings(runs) == [
         "answered no question at all (scores only measure the no-answer rate): a"
     ]
 
@@ -272,7 +117,7 @@ def test_error_analysis_tables(multirun: Path, tmp_path: Path, capsys: pytest.Ca
     words = table_rows(report, "bucket")  # the first bucket table: question words
     assert list(words) == ["what", "who", "when", "which", "how", "other"]
     assert words["what"][0] == str(N_QUESTIONS // 6)
-    runs = [compare.load_run(p) for p in sorted(multirun.glob("*_spanbert-seed[123]"))]
+    runs = [comparison.load_run(p) for p in sorted(multirun.glob("*_spanbert-seed[123]"))]
     what = [np.mean([r["f1"] for r in run.per_question.values() if r["question"].startswith("What")]) for run in runs]
     assert words["what"][1] == f"{100 * np.mean(what):.2f}"
     section = report.split("### Unanswerable detection")[1]
@@ -292,26 +137,6 @@ def test_pngs_are_written_and_non_trivial(multirun: Path, tmp_path: Path, capsys
         assert pixels.shape[0] >= 500 and pixels.shape[1] >= 900
         assert pixels[..., :3].std() > 0.05  # not a blank canvas
         assert f"({name})" in (out / "report.md").read_text()
-
-
-def test_curves_skip_the_final_evaluation(tmp_path: Path) -> None:
-    from spanqa.plots import history_curves
-
-    record = write_run(tmp_path / "run", "spanbert", 1, 0.5, epochs=3)
-    curves = history_curves(record["log_history"])
-    assert sorted(curves["eval_f1"]) == [1.0, 2.0, 3.0]
-    assert -1.0 not in curves["eval_f1"].values()
-    assert sorted(curves["loss"])[:3] == [10.0, 20.0, 30.0]
-
-
-def test_runs_without_per_question_records_skip_the_bootstrap(tmp_path: Path) -> None:
-    write_run(tmp_path / "a", "spanbert", 1, 0.5)
-    write_run(tmp_path / "b", "spanbert_crf", 1, 0.6)
-    (tmp_path / "b" / "per_question.json").unlink()  # what W&B-only input looks like
-    groups = compare.group_runs(compare.collect_local([tmp_path])[0])
-    result = compare.compare_groups(*groups, n_resamples=100)
-    assert result.bootstrap is None
-    assert "bootstrap skipped" in compare.render_comparison(result)
 
 
 @pytest.mark.parametrize("layout", ["empty", "missing", "only_unfinished"])

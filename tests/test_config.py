@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from conftest import REPO, subprocess_env
-from spanqa.config import Config, register_configs, validate
+from spanqa.config import Config, DataConfig, register_configs, validate
 from spanqa.errors import ConfigError
+from tests.helpers import REPO, subprocess_env
 
 register_configs()
 
@@ -162,3 +162,14 @@ def test_composed_config_round_trips_to_yaml() -> None:
     cfg = composed("model=spanbert_crf")
     text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     assert "head: crf" in text
+
+
+def test_dataset_ids_are_namespaced_and_local_files_replace_the_dataset(tmp_path: Path) -> None:
+    assert DataConfig().dataset_name == "rajpurkar/squad_v2"
+    assert DataConfig(dataset_name="squad_v2").dataset_name == "rajpurkar/squad_v2"
+    assert DataConfig(dataset_name="squad").dataset_name == "rajpurkar/squad"
+    assert DataConfig(dataset_name=str(tmp_path)).dataset_name == str(tmp_path)
+    assert DataConfig(train_file="a.json", validation_file="b.json").dataset_name is None
+    for bad in ("squad_v3", "a/b/c", "/no/such/dir"):
+        with pytest.raises(ConfigError, match=rf"^data\.dataset_name='{bad}' is invalid: .*'namespace/name'"):
+            DataConfig(dataset_name=bad)

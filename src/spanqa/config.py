@@ -29,6 +29,12 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     _require(value in allowed, key, value, "allowed values are " + ", ".join(allowed))
 
 
+# Allowed values that name code elsewhere: the heads of `spanqa.models.heads.HEADS` and the CRF's training-loss
+# algorithms (`spanqa.models.crf.FORWARD_ALGORITHMS`). Written here so that validation imports no model code; a
+# test holds them equal.
+HEAD_NAMES = ("span", "crf")
+CRF_FORWARD_ALGORITHMS = ("parallel", "pytorch_crf")
+
 # Single-segment ids the pinned huggingface_hub rejects ("Repository id must be 'namespace/name'"), mapped to the
 # canonical repos that replaced them on the Hub.
 CANONICAL_DATASETS = {"squad_v2": "rajpurkar/squad_v2", "squad": "rajpurkar/squad"}
@@ -65,12 +71,12 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
 
     def __post_init__(self) -> None:
-        _one_of("model.head", self.head, ("span", "crf"))
+        _one_of("model.head", self.head, HEAD_NAMES)
         _one_of("model.attn_implementation", self.attn_implementation, ("eager", "sdpa", "flash_attention_2"))
         _require(bool(self.name_or_path), "model.name_or_path", self.name_or_path, "a Hub id or a local directory")
         _require(bool(self.architecture), "model.architecture", self.architecture, "a transformers model type (bert)")
         _require(self.crf_num_candidates >= 1, "model.crf_num_candidates", self.crf_num_candidates, "must be >= 1")
-        _one_of("model.crf_forward_algorithm", self.crf_forward_algorithm, ("parallel", "pytorch_crf"))
+        _one_of("model.crf_forward_algorithm", self.crf_forward_algorithm, CRF_FORWARD_ALGORITHMS)
 
 
 @dataclass

@@ -1,8 +1,20 @@
-"""Errors that mean "the user asked for something that cannot work", reported as one line without a traceback."""
+"""Errors that mean "the user asked for something that cannot work", and the one way every command reports them:
+`error: <message>` on one line of stderr, exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+EXIT_BAD_INPUT = 2
 
 
 class SpanQAError(Exception):
-    """Base class: the entry points print `error: <message>` and exit with status 2."""
+    """Base class: the commands print `error: <message>` and exit with status 2."""
 
 
 class ConfigError(SpanQAError):
@@ -14,8 +26,39 @@ class DataError(SpanQAError):
 
 
 class ModelLoadError(SpanQAError):
-    """A checkpoint cannot be found or loaded."""
+    """A checkpoint or tokenizer cannot be found, loaded or used with the other."""
+
+
+class OutputError(SpanQAError):
+    """The output location cannot hold the run."""
 
 
 class TrainingError(SpanQAError):
     """Training cannot go on: the loss or the model's outputs stopped being finite."""
+
+
+def fail(message: str) -> NoReturn:
+    """Report one line and exit 2. A progress bar left open by an interrupted loop would redraw itself at exit,
+    after the error line, so open bars are closed first."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Around a command's work: a SpanQAError becomes one `error:` line and exit status 2."""
+    try:
+        yield
+    except SpanQAError as err:
+        fail(str(err))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line the same way (one `error:` line, status 2), not with its usage."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(message)

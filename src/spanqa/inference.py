@@ -2,9 +2,9 @@
 
 A run dir gives its `model/`, its windowing settings from `.hydra/config.yaml` and the null threshold it used from
 `run.json`; a checkpoint dir gives DataConfig defaults and threshold 0.5; overrides win over either. Windows come
-from `make_windows` and answers from the evaluation's `window_candidates` + `postprocess`: the same windows and
-answer selection as a run's evaluation (inference here is fp32, and padding positions never compete for a window's
-top-n_best logits). `resolve_settings` rejects a missing or malformed dir before transformers is imported.
+from `make_windows` and answers from the head's candidates + `postprocess`: the same windows and answer selection
+as a run's evaluation (inference here is fp32, and padding positions never compete for a window's top-n_best
+logits). `resolve_settings` rejects a missing or malformed dir before transformers is imported.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spanqa.config import DataConfig
+from spanqa.data.squad import check_question, unique_ids
 from spanqa.errors import ConfigError, DataError, ModelLoadError
+from spanqa.models.checkpoint import check_checkpoint
+from spanqa.models.heads import Head, get_head, head_of_checkpoint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,14 +28,12 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-    from spanqa.postprocess import Predictions
+    from spanqa.eval.answers import Predictions
 
 WINDOW_KEYS = ("max_length", "doc_stride", "max_query_length", "max_answer_length", "n_best")
 DEFAULT_THRESHOLD = 0.5
 # Inputs a head may take; each model gets those its forward() names (the plain BERT head has no context_mask).
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "context_mask")
-# The output fields `window_candidates` reads, in its order, per head.
-HEAD_OUTPUTS = {"span": ("start_logits", "end_logits"), "crf": ("span_start", "span_end", "span_score", "null_score")}
 # Examples windowed and decoded together: bounds memory on large files (a dev set is ~12k questions).
 CHUNK_EXAMPLES = 1024
 
@@ -45,7 +46,7 @@ class Settings:
     model_dir: Path
     data: DataConfig
     null_threshold: float
-    head: str  # "span" | "crf"
+    head: Head
     run_dir: Path | None = None  # set when --model named a training run dir
 
 
@@ -73,11 +74,9 @@ def resolve_settings(path: str | Path, **overrides: float | int | None) -> Setti
             f"--model={str(path)!r} is neither a checkpoint dir (config.json + weights) "
             "nor a training run dir (model/ + .hydra/config.yaml)"
         )
-    from spanqa.modeling import check_checkpoint, is_crf_checkpoint
-
     check_checkpoint(str(model_dir), key="--model")
-    head = "crf" if is_crf_checkpoint(str(model_dir)) else "span"
-    if head == "crf" and "max_answer_length" not in values:  # a bare CRF checkpoint knows its own limit
+    saved_head = head_of_checkpoint(model_dir)
+    if "max_answer_length" not in values:  # a bare checkpoint that decodes in its model knows its own limit
         saved = json.loads((model_dir / "config.json").read_text()).get("max_answer_length")
         if saved is not None:
             values["max_answer_length"] = int(saved)
@@ -89,7 +88,7 @@ def resolve_settings(path: str | Path, **overrides: float | int | None) -> Setti
         threshold = _run_threshold(root) if run_dir is not None else DEFAULT_THRESHOLD
     if not 0.0 <= float(threshold) <= 1.0:
         raise ConfigError(f"--null-threshold={threshold!r} is invalid: a no-answer probability in [0, 1]")
-    return Settings(model_dir=model_dir, data=data, null_threshold=float(threshold), head=head, run_dir=run_dir)
+    return Settings(model_dir=model_dir, data=data, null_threshold=float(threshold), head=saved_head, run_dir=run_dir)
 
 
 def _run_config(root: Path) -> Any:
@@ -156,29 +155,16 @@ def check_record(record: Any, where: str = "") -> dict[str, str]:
     qid = record["id"]
     if isinstance(qid, bool) or not isinstance(qid, (str, int)):
         raise DataError(f"{where}id {qid!r} is not a string")
-    qid = str(qid)
-    for key in ("question", "context"):
-        if not isinstance(record[key], str):
-            raise DataError(f"{where}question {qid!r}: {key} is not a string")
-        if not record[key].strip():
-            raise DataError(f"{where}question {qid!r} has an empty {key}")
-    return {"id": qid, "question": record["question"], "context": record["context"]}
+    check_question(str(qid), record["question"], record["context"], where)
+    return {"id": str(qid), "question": record["question"], "context": record["context"]}
 
 
-def check_records(records: Iterable[Any]) -> list[dict[str, str]]:
-    checked, seen = [], set()
-    for i, record in enumerate(records):
-        row = check_record(record, where=f"record {i}: ")
-        if row["id"] in seen:
-            raise DataError(f"duplicate question id {row['id']!r}")
-        seen.add(row["id"])
-        checked.append(row)
-    if not checked:
-        raise DataError("no questions to answer")
+def check_records(records: Iterable[Any], where: str = "") -> list[dict[str, str]]:
+    checked = [check_record(record, where=f"{where}record {i}: ") for i, record in enumerate(records)]
+    unique_ids((r["id"] for r in checked), where.rstrip(": ") or "the questions")
     return checked
 
 
-# ---------------------------------------------------------------------------------------------------- predictor
 class Predictor:
     """A model, its tokenizer and the settings to window contexts and to decide between a span and no answer."""
 
@@ -188,24 +174,21 @@ class Predictor:
         tokenizer: PreTrainedTokenizerBase,
         data: DataConfig,
         null_threshold: float,
-        head: str,
+        head: Head | str,
         batch_size: int = 32,
         device: str | torch.device | None = None,
     ) -> None:
         import torch
 
-        from spanqa.features import WindowCollator
+        from spanqa.data.collate import WindowCollator
+        from spanqa.models.load import max_positions
 
-        if head not in HEAD_OUTPUTS:
-            raise ValueError(f"head={head!r}; expected one of {sorted(HEAD_OUTPUTS)}")
         if batch_size < 1:
             raise ConfigError(f"--batch-size={batch_size} is invalid: must be >= 1")
         if not tokenizer.is_fast:
             raise ModelLoadError("the tokenizer must be a fast (Rust) tokenizer: windows need offset mappings")
         if tokenizer.padding_side != "right":
             raise ModelLoadError(f"tokenizer.padding_side={tokenizer.padding_side!r}: only 'right' is supported")
-        from spanqa.modeling import max_positions
-
         limit = max_positions(getattr(model, "config", None))
         if limit is not None and data.max_length > limit:
             raise ConfigError(f"max_length={data.max_length} exceeds the model's {limit} position embeddings")
@@ -213,12 +196,12 @@ class Predictor:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        if head == "crf":  # the CRF filters spans while decoding: give it this run's limit
+        if hasattr(getattr(self.model, "config", None), "max_answer_length"):  # a head decoding in its model
             self.model.config.max_answer_length = data.max_answer_length
         self.tokenizer = tokenizer
         self.data = data
         self.null_threshold = null_threshold
-        self.head = head
+        self.head = head if isinstance(head, Head) else get_head(head)
         self.batch_size = batch_size
         accepted = inspect.signature(self.model.forward).parameters
         self.input_names = [name for name in MODEL_INPUTS if name in accepted]
@@ -236,12 +219,12 @@ class Predictor:
     ) -> Predictor:
         """From a run dir or a checkpoint dir (or resolved Settings); `overrides` as in `resolve_settings`."""
         from spanqa.config import ModelConfig
-        from spanqa.modeling import load_model, load_tokenizer
+        from spanqa.models.load import load_model, load_tokenizer
 
         if isinstance(path, Settings) and any(v is not None for v in overrides.values()):
             raise TypeError("pass overrides to resolve_settings, not with resolved Settings")
         settings = path if isinstance(path, Settings) else resolve_settings(path, **overrides)
-        model_cfg = ModelConfig(name_or_path=str(settings.model_dir), head=settings.head)
+        model_cfg = ModelConfig(name_or_path=str(settings.model_dir), head=settings.head.name)
         tokenizer = load_tokenizer(model_cfg)
         model = load_model(model_cfg, settings.data.max_answer_length)
         return cls(model, tokenizer, settings.data, settings.null_threshold, settings.head, batch_size, device)
@@ -265,8 +248,8 @@ class Predictor:
     def _predict_chunk(self, rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
         from datasets import Dataset
 
-        from spanqa.evaluation import EvalSet, postprocess, window_candidates
-        from spanqa.features import make_windows
+        from spanqa.data.windows import EvalSet, make_windows
+        from spanqa.eval.policies import postprocess
 
         examples = {
             "id": [r["id"] for r in rows],
@@ -277,7 +260,7 @@ class Predictor:
         features = Dataset.from_dict(make_windows(examples, self.tokenizer, self.data, for_eval=True))
         es = EvalSet.build("predict", Dataset.from_dict(examples), features)
         outputs = self._model_outputs(es.model_inputs())
-        cands = window_candidates(outputs, self.head, es, self.data.n_best, self.data.max_answer_length)
+        cands = self.head.candidates(outputs, es, self.data.n_best, self.data.max_answer_length)
         preds = postprocess(cands, es, self.data.n_best)
         return {qid: self._result(preds, qid) for qid in es.ids}
 
@@ -285,7 +268,7 @@ class Predictor:
         """The head's output fields for every window, in window order, with gradients off.
 
         Windows run longest first so each padded batch is tight. Logits past a window's own length come from
-        batch padding; `window_candidates` masks them, so which windows share a batch cannot change an answer.
+        batch padding; the head's `candidates` masks them, so which windows share a batch cannot change an answer.
         """
         import numpy as np
         import torch
@@ -295,7 +278,7 @@ class Predictor:
         lengths = np.fromiter((len(ids) for ids in columns["input_ids"]), dtype=np.int64)
         width, n_windows = int(lengths.max()), len(lengths)
         order = np.argsort(-lengths, kind="stable")
-        fields = HEAD_OUTPUTS[self.head]
+        fields = self.head.outputs
         outputs: list[np.ndarray] = []
         with torch.inference_mode():
             for lo in range(0, n_windows, self.batch_size):
@@ -305,7 +288,7 @@ class Predictor:
                 for j, name in enumerate(fields):
                     value = getattr(result, name)
                     value = (value.float() if value.is_floating_point() else value).cpu().numpy()
-                    if self.head == "span":  # logits over the padded batch: keep each window's own positions
+                    if self.head.per_token:  # outputs over the padded batch: keep each window's own positions
                         value = value[:, :width]
                         if lo == 0:
                             outputs.append(np.full((n_windows, width), -np.inf, dtype=np.float32))

@@ -16,12 +16,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from spanqa.errors import ConfigError, DataError, SpanQAError
+from spanqa.data.squad import iter_squad, unique_ids
+from spanqa.errors import ArgumentParser, ConfigError, DataError, reported
+from spanqa.files import write_json
 from spanqa.inference import WINDOW_KEYS, Predictor, check_record, resolve_settings
-
-EXIT_BAD_INPUT = 2
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -60,20 +60,10 @@ def read_questions(path: str | Path) -> list[dict[str, str]]:
 
 
 def _from_squad(path: str | Path, doc: dict[str, Any]) -> list[dict[str, str]]:
-    records = []
-    try:
-        for article in doc["data"]:
-            for paragraph in article["paragraphs"]:
-                context = paragraph["context"]
-                for qa in paragraph["qas"]:
-                    record = {"id": qa["id"], "question": qa["question"], "context": context}
-                    records.append(check_record(record, where=f"{path}: "))
-    except (KeyError, TypeError) as err:
-        raise DataError(
-            f"{path}: not in SQuAD format (expected data[].paragraphs[].context and .qas[] with id and question; "
-            f"problem at {err!r})"
-        ) from None
-    return _unique(path, records)
+    where = f"{path}: "
+    records = [check_record(q, where) for q in iter_squad(doc, str(path), fields=("context", "question"))]
+    unique_ids((r["id"] for r in records), str(path))
+    return records
 
 
 def _from_jsonl(path: str | Path, text: str) -> list[dict[str, str]]:
@@ -86,28 +76,13 @@ def _from_jsonl(path: str | Path, text: str) -> list[dict[str, str]]:
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: line {number}: not valid JSON ({err})") from None
         records.append(check_record(record, where=f"{path}: line {number}: "))
-    return _unique(path, records)
-
-
-def _unique(path: str | Path, records: list[dict[str, str]]) -> list[dict[str, str]]:
-    if not records:
-        raise DataError(f"{path}: holds no questions")
-    seen: set[str] = set()
-    for record in records:
-        if record["id"] in seen:
-            raise DataError(f"{path}: duplicate question id {record['id']!r}")
-        seen.add(record["id"])
+    unique_ids((r["id"] for r in records), str(path))
     return records
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, like every other bad input
-        self.exit(EXIT_BAD_INPUT, f"error: {message}\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(prog="python -m spanqa.predict", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m spanqa.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, metavar="DIR", help="A training run dir or a checkpoint dir.")
     parser.add_argument("--question", help="Single mode: the question (with --context).")
     parser.add_argument("--context", help="Single mode: the context to answer from.")
@@ -143,17 +118,10 @@ def output_paths(out: str | None, overwrite: bool) -> tuple[Path, Path]:
     return path, full
 
 
-def _write_json(path: Path, blob: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(blob, indent=1, ensure_ascii=False))
-    tmp.replace(path)  # never leave a half-written file behind
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     paths: tuple[Path, Path] | None = None
-    try:
+    with reported():
         if args.file is None:
             if not args.question.strip():
                 raise DataError("--question is empty")
@@ -178,15 +146,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--device=cuda but no CUDA device is available")
         predictor = Predictor.load(settings, batch_size=args.batch_size, device=device)
         results = predictor.predict_many(records)
-    except SpanQAError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     if paths is None:
         print(json.dumps(results["0"], ensure_ascii=False))
         return 0
     path, full = paths
-    _write_json(full, results)
-    _write_json(path, {qid: result["answer"] for qid, result in results.items()})
+    write_json(full, results)
+    write_json(path, {qid: result["answer"] for qid, result in results.items()})
     print(f"wrote {len(results)} answers to {path} and {full}")
     return 0
 

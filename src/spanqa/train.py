@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import hydra
@@ -13,36 +11,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from spanqa.config import Config, register_configs, validate
-from spanqa.data import check_data_source
-from spanqa.errors import ConfigError, SpanQAError
-from spanqa.hub import settle_offline_mode
-from spanqa.preflight import check_model_source
-from spanqa.tracking import resolve_mode
+from spanqa.data.squad import check_data_source
+from spanqa.env import settle_offline_mode
+from spanqa.errors import reported
+from spanqa.models.checkpoint import check_model_source
+from spanqa.training.records import read_record, run_state
+from spanqa.training.tracking import resolve_mode
 
 register_configs()
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-
-
-def run_state(run_dir: Path, resume: bool, multirun: bool) -> str:
-    """'fresh', 'resume' or 'done'. Never train over an earlier run's checkpoints. A re-launched multirun
-    resumes its interrupted jobs and skips its finished ones."""
-    finished = (run_dir / "run.json").is_file()
-    has_checkpoints = any((run_dir / "checkpoints").glob("checkpoint-*"))
-    if finished and multirun:
-        return "done"
-    if finished:
-        raise ConfigError(f"run dir {str(run_dir)!r} holds a finished run: choose a new hydra.run.dir")
-    if has_checkpoints and (resume or multirun):
-        return "resume"
-    if has_checkpoints:
-        raise ConfigError(
-            f"run dir {str(run_dir)!r} already holds checkpoints: pass resume=true or a new hydra.run.dir"
-        )
-    if resume:
-        raise ConfigError(
-            f"resume=true but run dir {str(run_dir)!r} has no checkpoint: set hydra.run.dir=<earlier run>"
-        )
-    return "fresh"
 
 
 def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, float]:
@@ -51,7 +28,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
     state = run_state(run_dir, conf.resume, multirun)
     if state == "done":
         print(f"{conf.run_name}: already finished in {run_dir}, skipped")
-        return json.loads((run_dir / "run.json").read_text())["metrics"]
+        return read_record(run_dir)["metrics"]
     if conf.demo is None:  # the demo builds its files below
         check_data_source(conf.data)  # local files: exist, readable, JSON
         check_model_source(conf.model)  # local checkpoint and tokenizer dirs: exist, complete
@@ -62,13 +39,15 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
     import torch
     from transformers import set_seed
 
-    from spanqa.demo import build_demo_assets
-    from spanqa.features import prepare_data
-    from spanqa.modeling import check_tokenizer_fits, check_window_fits, load_model, load_tokenizer
-    from spanqa.preflight import check_free_space, checkpoint_bytes
-    from spanqa.records import last_checkpoint, save_final, summary_line
-    from spanqa.tracking import Tracker
-    from spanqa.trainer import build_trainer, end_distributed, shared_run_dir, training_arguments
+    from spanqa.data.demo import build_demo_assets
+    from spanqa.data.windows import prepare_data
+    from spanqa.env import check_free_space, checkpoint_bytes
+    from spanqa.models.load import check_tokenizer_fits, check_window_fits, load_model, load_tokenizer
+    from spanqa.training.arguments import training_arguments
+    from spanqa.training.distributed import end_distributed, shared_run_dir
+    from spanqa.training.records import last_checkpoint, save_final, summary_line
+    from spanqa.training.tracking import Tracker
+    from spanqa.training.trainer import build_trainer
 
     if conf.trainer.cpu_threads is not None:
         torch.set_num_threads(conf.trainer.cpu_threads)
@@ -88,30 +67,18 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
     trainer = build_trainer(conf, args, model, tokenizer, data, run_dir)
     train_output = trainer.train(resume_from_checkpoint=last_checkpoint(run_dir) if state == "resume" else None)
     metrics = trainer.evaluate()  # the best epoch's model, loaded at the end of training
-    metrics = save_final(trainer, metrics, train_output, run_dir, tracker)
+    metrics = save_final(trainer, trainer.last_outcome, data.eval_set, metrics, train_output, run_dir, tracker)
     if trainer.is_world_process_zero():
         print(summary_line(conf.run_name, metrics, run_dir))
     end_distributed()
     return metrics
 
 
-def _close_progress_bars() -> None:
-    """A bar left open by an interrupted loop redraws itself at exit, after the error line: close it first."""
-    tqdm = sys.modules.get("tqdm")
-    if tqdm is not None:
-        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
-            bar.close()
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        hydra_cfg = HydraConfig.get()
+    hydra_cfg = HydraConfig.get()
+    with reported():
         metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), multirun=hydra_cfg.mode == RunMode.MULTIRUN)
-    except SpanQAError as err:
-        _close_progress_bars()
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     return metrics.get(cfg.optimized_metric)
 
 

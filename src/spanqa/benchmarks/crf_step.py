@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import BertConfig, BertForQuestionAnswering
 
 from spanqa.benchmarks.common import SIZES, VOCAB_SIZE, loadavg
-from spanqa.modeling_crf import (
+from spanqa.models.crf import (
     FORWARD_ALGORITHMS,
     ContextWindows,
     SpanBertCrfConfig,

@@ -28,8 +28,10 @@ from typing import TypeVar
 import numpy as np
 
 from spanqa.benchmarks.common import loadavg
-from spanqa.features import max_context_flags
-from spanqa.postprocess import Predictions, WindowCandidates, select_answers, span_candidates
+from spanqa.data.windows import max_context_flags
+from spanqa.eval.answers import Predictions, select_answers
+from spanqa.models.heads import WindowCandidates
+from spanqa.models.span_decoding import span_candidates
 
 T = TypeVar("T")
 

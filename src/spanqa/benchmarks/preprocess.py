@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from spanqa.benchmarks.common import loadavg
-from spanqa.demo import make_squad_v2, train_tokenizer
+from spanqa.data.demo import make_squad_v2, train_tokenizer
 
 
 def group_sizes(n_paragraphs: int, mean: float, rng: random.Random) -> list[int]:
@@ -123,8 +123,8 @@ def _files(root: Path) -> set[Path]:
 def preprocess_once(train_file: Path, dev_file: Path, tokenizer: Any, num_proc: int | None, cache: Path) -> Run:
     """One timed load_examples + build_features call, as training runs it."""
     from spanqa.config import DataConfig
-    from spanqa.data import load_examples
-    from spanqa.features import build_features
+    from spanqa.data.squad import load_examples
+    from spanqa.data.windows import build_features
 
     cfg = DataConfig(
         dataset_name=None,

@@ -30,8 +30,10 @@ import torch
 from transformers import BertConfig, BertForQuestionAnswering, PreTrainedModel
 
 from spanqa.benchmarks.common import SIZES, VOCAB_SIZE, loadavg
-from spanqa.modeling_crf import FORWARD_ALGORITHMS, SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
-from spanqa.postprocess import WindowCandidates, select_answers, span_candidates
+from spanqa.eval.answers import select_answers
+from spanqa.models.crf import FORWARD_ALGORITHMS, SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
+from spanqa.models.heads import WindowCandidates
+from spanqa.models.span_decoding import span_candidates
 
 MAX_LEN, NON_CONTEXT = 384, 17  # [CLS] + 14 question tokens + 2 [SEP]
 TRAIN_WINDOWS, EVAL_WINDOWS, EPOCHS, EVAL_BATCH = 132_000, 12_078, 6, 64  # SQuAD v2 at 384/128

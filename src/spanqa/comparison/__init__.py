@@ -1,0 +1,1 @@
+"""`make compare`: finished runs → groups → paired statistics → a markdown report with figures."""

@@ -1,0 +1,239 @@
+"""SQuAD v2 questions: the official JSON format, the Hub dataset, and the checks every row passes.
+
+One walker (`iter_squad`) reads the official nested format for every consumer: training data, the scorer's gold
+answers and `make predict`'s input files; each names the fields it needs. The Hub dataset and a local directory
+holding it (`hf download rajpurkar/squad_v2 --repo-type dataset --local-dir DIR`: a README with the splits and
+parquet shards) go through the same `load_dataset` call; a directory written by `DatasetDict.save_to_disk` is read
+with `load_from_disk`. `datasets` is imported inside the functions: `check_data_source` runs before any heavy
+import, in the first second of a run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spanqa.config import DataConfig
+from spanqa.env import is_offline
+from spanqa.errors import DataError
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict, Features
+
+COLUMNS = ("id", "title", "context", "question", "answers")
+SPLITS = ("train", "validation")
+
+
+# ---------------------------------------------------------------------------------------------------- the JSON format
+def read_squad_json(path: str | Path, key: str | None = None) -> dict[str, Any]:
+    """The parsed official-format file; DataError naming the setting (or the file) and the problem."""
+    where = f"{key}={str(path)!r}" if key else str(path)
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"{where} does not exist" + (" (it is a directory)" if file.is_dir() else ""))
+    try:
+        with file.open(encoding="utf-8") as f:
+            blob = json.load(f)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where} is not valid JSON ({err})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{where} cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    if not isinstance(blob, dict) or not isinstance(blob.get("data"), list):
+        raise DataError(f"{where} is not in SQuAD format (expected an object with a 'data' list of articles)")
+    return blob
+
+
+def iter_squad(blob: Any, where: str, fields: tuple[str, ...] = ("context", "question", "answers")) -> Iterator[dict]:
+    """Every question of an official-format document, in file order: {id, title, context, question, answers,
+    is_impossible}, answers as the file's [{text, answer_start}] list. The `fields` a consumer needs must be present
+    and typed (context and question strings; answers a list of objects with a string text); errors name the place."""
+    if not isinstance(blob, dict) or not isinstance(blob.get("data"), list):
+        raise DataError(f"{where}: not in SQuAD format (expected an object with a 'data' list of articles)")
+    for i, article in enumerate(blob["data"]):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise DataError(f"{where}: not in SQuAD format: data[{i}] has no 'paragraphs' list")
+        for j, paragraph in enumerate(paragraphs):
+            at = f"data[{i}].paragraphs[{j}]"
+            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
+            if not isinstance(qas, list):
+                raise DataError(f"{where}: not in SQuAD format: {at} has no 'qas' list")
+            context = paragraph.get("context")
+            if "context" in fields and not isinstance(context, str):
+                raise DataError(f"{where}: not in SQuAD format: {at} has no 'context' string")
+            for qa in qas:
+                qid = qa.get("id") if isinstance(qa, dict) else None
+                if isinstance(qid, bool) or not isinstance(qid, (str, int)):
+                    raise DataError(f"{where}: not in SQuAD format: a question in {at} has no 'id'")
+                qid = str(qid)
+                if "question" in fields and not isinstance(qa.get("question"), str):
+                    raise DataError(f"{where}: question {qid!r} has no 'question' string")
+                answers = qa.get("answers", [])
+                if "answers" in fields and not (
+                    isinstance(answers, list)
+                    and all(isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers)
+                ):
+                    raise DataError(f"{where}: question {qid!r} needs 'answers': a list of {{text, answer_start}}")
+                yield {
+                    "id": qid,
+                    "title": article.get("title", ""),
+                    "context": context,
+                    "question": qa.get("question"),
+                    "answers": answers,
+                    "is_impossible": bool(qa.get("is_impossible", False)),
+                }
+
+
+def unique_ids(ids: Iterable[str], where: str) -> None:
+    """The ids must be unique (and there must be some): a duplicate would merge two questions' windows and scores."""
+    seen: set[str] = set()
+    for qid in ids:
+        if qid in seen:
+            raise DataError(f"{where}: duplicate question id {qid!r}")
+        seen.add(qid)
+    if not seen:
+        raise DataError(f"{where}: holds no questions")
+
+
+def check_question(qid: str, question: Any, context: Any, where: str) -> None:
+    """A question and its context are non-blank strings: a blank one windows into nothing."""
+    for name, value in (("question", question), ("context", context)):
+        if not isinstance(value, str):
+            raise DataError(f"{where}question {qid!r}: {name} is not a string")
+        if not value.strip():
+            raise DataError(f"{where}question {qid!r} has an empty {name}")
+
+
+def check_answers(qid: str, context: str, texts: list[str], starts: list[int], where: str) -> None:
+    """Each answer is found at its answer_start: a shifted offset trains the model on the wrong tokens."""
+    for text, start in zip(texts, starts, strict=True):
+        if not text or context[start : start + len(text)] != text:
+            raise DataError(f"{where}question {qid!r}: answer {text!r} is not at answer_start={start} of its context")
+
+
+# ---------------------------------------------------------------------------------------------------- datasets
+def check_data_source(cfg: DataConfig) -> None:
+    """Local files exist, can be read and hold JSON with a `data` list: checked before the tokenizer or model is
+    touched (on a real machine, before a 440 MB download), so a typo costs a second, not minutes."""
+    for key in ("train_file", "validation_file"):
+        path = getattr(cfg, key)
+        if path is not None:
+            read_squad_json(path, f"data.{key}")
+
+
+def squad_features() -> Features:
+    """The Hub dataset's features (rajpurkar/squad_v2): local JSON is read into the same types."""
+    from datasets import Features, Sequence, Value
+
+    strings = {name: Value("string") for name in COLUMNS[:-1]}
+    return Features({**strings, "answers": Sequence({"text": Value("string"), "answer_start": Value("int32")})})
+
+
+def _rows_of_file(path: str, mtime_ns: int) -> Iterator[dict[str, Any]]:
+    """`Dataset.from_generator` rows of one file. `mtime_ns` is unused here but part of the datasets cache key."""
+    del mtime_ns
+    count = 0
+    for row in iter_squad(read_squad_json(path), path):
+        count += 1
+        answers = row["answers"]
+        # The official scorer reads only `answers`; a file that also flags them impossible is ambiguous.
+        if row["is_impossible"] and answers:
+            raise DataError(f"{path}: question {row['id']!r} has is_impossible=true but also answers")
+        try:
+            starts = [int(a["answer_start"]) for a in answers]
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{path}: question {row['id']!r} has an answer without an integer answer_start") from None
+        yield {
+            "id": row["id"],
+            "title": row["title"],
+            "context": row["context"],
+            "question": row["question"],
+            "answers": {"text": [a["text"] for a in answers], "answer_start": starts},
+        }
+    if count == 0:
+        raise DataError(f"{path}: holds no questions")
+
+
+def _from_squad_json(path: str) -> Dataset:
+    from datasets import Dataset
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"data file {path!r} does not exist")
+    try:
+        return Dataset.from_generator(
+            _rows_of_file,
+            features=squad_features(),
+            gen_kwargs={"path": str(file.resolve()), "mtime_ns": file.stat().st_mtime_ns},
+        )
+    except Exception as err:  # datasets wraps generator errors; surface ours unchanged
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__ or cause.__context__
+        raise (cause or DataError(f"{path}: could not be read ({err})")) from err
+
+
+def _from_dataset(name: str) -> DatasetDict:
+    """`load_dataset(name)`: a Hub id or a local dir in the Hub layout; a save_to_disk dir via load_from_disk."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    local = Path(name).expanduser()
+    try:
+        raw = load_from_disk(str(local)) if (local / "dataset_dict.json").is_file() else load_dataset(name)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        unreachable = is_offline() and not local.exists()
+        hint = " (the Hub is unreachable and it is not in the local cache)" if unreachable else ""
+        raise DataError(
+            f"data.dataset_name={name!r} could not be loaded{hint}: {type(err).__name__}: {first} -- or point "
+            "data.train_file/data.validation_file at official-format SQuAD JSON"
+        ) from err
+    if not isinstance(raw, DatasetDict):
+        raise DataError(f"data.dataset_name={name!r} is a single split: expected the splits {', '.join(SPLITS)}")
+    missing_splits = [split for split in SPLITS if split not in raw]
+    if missing_splits:
+        raise DataError(
+            f"data.dataset_name={name!r} has no split {', '.join(missing_splits)} (it has {', '.join(raw) or 'none'})"
+        )
+    for split in SPLITS:
+        missing = [c for c in COLUMNS if c not in raw[split].column_names]
+        if missing:
+            raise DataError(
+                f"data.dataset_name={name!r}: its {split} split lacks the SQuAD column(s) {', '.join(missing)} "
+                f"(has {', '.join(raw[split].column_names)}; expected {', '.join(COLUMNS)})"
+            )
+    return DatasetDict({split: raw[split] for split in SPLITS})
+
+
+def load_examples(cfg: DataConfig) -> DatasetDict:
+    """Train and validation examples with columns id, title, context, question, answers{text, answer_start}."""
+    from datasets import DatasetDict
+
+    if cfg.train_file is not None and cfg.validation_file is not None:
+        raw = DatasetDict(train=_from_squad_json(cfg.train_file), validation=_from_squad_json(cfg.validation_file))
+    else:
+        assert cfg.dataset_name is not None, "DataConfig guarantees a dataset name or both files"
+        raw = _from_dataset(cfg.dataset_name)
+    raw = DatasetDict({split: ds.select_columns(list(COLUMNS)) for split, ds in raw.items()})
+    if cfg.max_train_samples is not None:
+        raw["train"] = raw["train"].select(range(min(cfg.max_train_samples, len(raw["train"]))))
+    if cfg.max_eval_samples is not None:
+        raw["validation"] = raw["validation"].select(range(min(cfg.max_eval_samples, len(raw["validation"]))))
+    for split, ds in raw.items():  # the rows that will be used
+        check_examples(ds, split)
+    return raw
+
+
+def check_examples(ds: Dataset, split: str) -> None:
+    """Reject rows the pipeline would silently mistrain on; the error names the split and the question id."""
+    if len(ds) == 0:
+        raise DataError(f"the {split} split is empty")
+    unique_ids(ds["id"], split)
+    for batch in ds.iter(batch_size=2048):
+        for qid, context, question, answers in zip(
+            batch["id"], batch["context"], batch["question"], batch["answers"], strict=True
+        ):
+            check_question(qid, question, context, f"{split}: ")
+            check_answers(qid, context, answers["text"], answers["answer_start"], f"{split}: ")

@@ -1,0 +1,77 @@
+"""From pooled answers to SQuAD v2 scores: the null threshold policy, the scores, and the artifacts of an evaluation.
+
+The null threshold is a no-answer probability: the answer is "" when na_prob > threshold (the official scorer's rule).
+Policies: `fixed` (a configured value), `tune_on_dev` (the value that maximises F1 on the set being reported:
+optimistic, and labelled so), `held_out` (tuned on training questions held out from training, then applied).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spanqa.data.windows import EvalSet
+from spanqa.eval.answers import Predictions, select_answers
+from spanqa.eval.squad_v2 import SquadV2Result, squad_v2_scores
+from spanqa.files import write_json
+from spanqa.models.heads import WindowCandidates
+
+
+@dataclass
+class Outcome:
+    """Everything one evaluation produced."""
+
+    predictions: Predictions
+    result: SquadV2Result
+    threshold: float
+    policy: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def answers(self) -> dict[str, str]:
+        p = self.predictions
+        return {qid: "" if p.na_prob[qid] > self.threshold else p.best_span[qid] for qid in p.best_span}
+
+
+def postprocess(cands: WindowCandidates, es: EvalSet, n_best: int) -> Predictions:
+    # Threshold 1.0: nothing blanked here; the policy decides afterwards from best_span and na_prob.
+    return select_answers(cands, es.example_index, es.offsets, es.contexts, es.ids, n_best=n_best, na_prob_thresh=1.0)
+
+
+def tuned_threshold(preds: Predictions, gold: dict[str, list[str]]) -> float:
+    """The no-answer threshold that maximises F1 on these questions (the official best_f1_thresh)."""
+    return float(squad_v2_scores(gold, preds.best_span, preds.na_prob).scores["best_f1_thresh"])
+
+
+def score(preds: Predictions, es: EvalSet, threshold: float, policy: str) -> Outcome:
+    result = squad_v2_scores(es.gold, preds.best_span, preds.na_prob, na_prob_thresh=threshold)
+    metrics = {k: float(v) for k, v in result.scores.items()}
+    metrics["null_threshold"] = threshold
+    return Outcome(preds, result, threshold, policy, metrics)
+
+
+def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = True) -> list[Path]:
+    """predictions.json (official format), null_odds.json, na_probs.json, [nbest_predictions.json],
+    eval_results.json, per_question.json (question, gold, prediction, EM/F1: for paired tests and error analysis)."""
+    p = outcome.predictions
+    answers = outcome.answers()
+    files: dict[str, Any] = {
+        "predictions.json": answers,
+        "null_odds.json": p.score_diff,
+        "na_probs.json": p.na_prob,
+        "eval_results.json": {**outcome.metrics, "null_threshold_policy": outcome.policy},
+        "per_question.json": {
+            qid: {
+                "question": question,
+                "gold": es.gold[qid],
+                "prediction": answers[qid],
+                "na_prob": p.na_prob[qid],
+                "exact": outcome.result.exact_by_qid[qid],
+                "f1": outcome.result.f1_by_qid[qid],
+            }
+            for qid, question in zip(es.ids, es.questions, strict=True)
+        },
+    }
+    if nbest:
+        files["nbest_predictions.json"] = p.nbest
+    return [write_json(out_dir / name, blob) for name, blob in files.items()]

@@ -1,0 +1,63 @@
+"""What a checkpoint directory holds, read from its files without loading anything: runs in the first second of a
+run, before torch is imported, so a wrong path costs a second rather than a download or a model load."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from spanqa.config import ModelConfig
+from spanqa.errors import ModelLoadError
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+def check_local_dir(name_or_path: str, key: str) -> bool:
+    """True for a path (not a Hub id); a path must be an existing directory."""
+    path = Path(name_or_path).expanduser()
+    if not (name_or_path.startswith((".", "/", "~")) or path.exists()):
+        return False
+    if not path.is_dir():
+        raise ModelLoadError(f"{key}={name_or_path!r} does not exist (expected a checkpoint directory or a Hub id)")
+    return True
+
+
+def check_checkpoint(name_or_path: str, key: str = "model.name_or_path") -> None:
+    """A local path must be a complete checkpoint; a Hub id needs the Hub or the cache (checked when loading)."""
+    if not check_local_dir(name_or_path, key):
+        return
+    path = Path(name_or_path).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{key}={name_or_path!r} has no config.json: not a saved checkpoint")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise ModelLoadError(f"{key}={name_or_path!r} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+
+
+def check_model_source(cfg: ModelConfig) -> None:
+    """Local checkpoint and tokenizer dirs exist and hold what loading needs; Hub ids are checked when loading."""
+    check_checkpoint(cfg.name_or_path)
+    if cfg.tokenizer_name_or_path is not None:
+        check_local_dir(cfg.tokenizer_name_or_path, "model.tokenizer_name_or_path")
+
+
+def has_tokenizer_files(path: str | Path) -> bool:
+    return any((Path(path).expanduser() / f).is_file() for f in TOKENIZER_FILES)
+
+
+def checkpoint_casing(name_or_path: str) -> bool | None:
+    """True for a cased checkpoint, False for an uncased one, None when it does not say: from the tokenizer config
+    it ships (`do_lower_case`), else from the Hub naming convention (a name ending in `-cased` or `-uncased`)."""
+    tokenizer_config = Path(name_or_path).expanduser() / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        lower = json.loads(tokenizer_config.read_text()).get("do_lower_case")
+        if isinstance(lower, bool):
+            return not lower
+    last_word = re.split(r"[-_.]", Path(name_or_path.rstrip("/")).name.lower())[-1]
+    return {"cased": True, "uncased": False}.get(last_word)

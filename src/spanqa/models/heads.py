@@ -1,0 +1,126 @@
+"""The answer heads, in one registry: for each, how its model is loaded, which outputs it returns, and how those
+become per-window candidate spans. Adding a head means adding one `Head` here and its name to `config.HEAD_NAMES`.
+
+Both heads hand post-processing (`spanqa.eval.answers.select_answers`) the same `WindowCandidates`: up to K spans
+per window with scores, and the window's null (no-answer) score on the same scale. The start/end head's outputs
+are logits per token, decoded by `span_decoding`; the CRF head decodes inside its model and returns the candidates.
+This module imports nothing heavy: loaders import the models when called.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from spanqa.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from spanqa.config import ModelConfig
+    from spanqa.data.windows import EvalSet
+
+
+@dataclass
+class WindowCandidates:
+    start: np.ndarray  # (N, K) int64 token index, -1 = no candidate
+    end: np.ndarray  # (N, K) int64 token index (inclusive), -1 = no candidate
+    score: np.ndarray  # (N, K) float32 span score (higher = better), -inf for no candidate
+    null: np.ndarray  # (N,) float32 the window's null (no-answer) score
+
+
+def check_windows(name: str, arr: np.ndarray, n_windows: int, ndim: int) -> None:
+    if arr.ndim != ndim or arr.shape[0] != n_windows:
+        raise ValueError(f"{name} has shape {arr.shape}; expected {ndim} dims with {n_windows} windows first")
+
+
+@dataclass(frozen=True)
+class Head:
+    name: str  # the value of model.head
+    outputs: tuple[str, ...]  # the ModelOutput fields post-processing reads, in this order
+    per_token: bool  # outputs are (windows, positions), padded to each batch's width: positions past a window masked
+    checkpoint_type: str | None  # config.json model_type of this head's saved models; None: any other QA checkpoint
+    load: Callable[[ModelConfig, int], PreTrainedModel]  # (model config, max_answer_length) -> float32 model
+    candidates: Callable[[tuple[np.ndarray, ...], EvalSet, int, int], WindowCandidates]  # (outputs, set, n_best, len)
+
+
+# ---------------------------------------------------------------------------------------------------- start/end
+def _load_span(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
+    from spanqa.models.load import load_span_model
+
+    return load_span_model(cfg)
+
+
+def _span_candidates(
+    outputs: tuple[np.ndarray, ...], es: EvalSet, n_best: int, max_answer_length: int
+) -> WindowCandidates:
+    from spanqa.models.span_decoding import span_candidates
+
+    width = np.asarray(outputs[0]).shape[1]
+    # Positions past a window's own tokens are padding, as wide as its batch happened to be (batch size, world
+    # size, batch-mates): their logits must not take top-n slots, or the answers would depend on the batching.
+    padding = np.arange(width) >= es.n_tokens[:, None]
+    start_logits, end_logits = (np.where(padding, -np.inf, np.asarray(p, dtype=np.float32)) for p in outputs[:2])
+    offsets, max_context = es.offsets, es.max_context
+    if width > offsets.shape[1]:  # logits padded past the longest window
+        pad = width - offsets.shape[1]
+        offsets = np.pad(offsets, ((0, 0), (0, pad), (0, 0)), constant_values=-1)
+        max_context = np.pad(max_context, ((0, 0), (0, pad)))
+    return span_candidates(
+        start_logits, end_logits, n_best, max_answer_length, offsets[:, :width], max_context[:, :width]
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- CRF
+def _load_crf(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
+    from spanqa.models.load import load_crf_model
+
+    return load_crf_model(cfg, max_answer_length)
+
+
+def _crf_candidates(
+    outputs: tuple[np.ndarray, ...], es: EvalSet, n_best: int, max_answer_length: int
+) -> WindowCandidates:
+    """Already decoded by the model, filtered to spans in the context of at most max_answer_length tokens."""
+    start, end, score, null = (np.asarray(p) for p in outputs[:4])
+    return WindowCandidates(start=start.astype(np.int64), end=end.astype(np.int64), score=score, null=null)
+
+
+HEADS: dict[str, Head] = {
+    "span": Head(
+        name="span",
+        outputs=("start_logits", "end_logits"),
+        per_token=True,
+        checkpoint_type=None,
+        load=_load_span,
+        candidates=_span_candidates,
+    ),
+    "crf": Head(
+        name="crf",
+        outputs=("span_start", "span_end", "span_score", "null_score"),
+        per_token=False,
+        checkpoint_type="spanbert_crf",
+        load=_load_crf,
+        candidates=_crf_candidates,
+    ),
+}
+BASELINE = "span"  # the head comparisons measure the others against
+
+
+def get_head(name: str) -> Head:
+    if name not in HEADS:
+        raise ConfigError(f"model.head={name!r} is invalid: allowed values are {', '.join(HEADS)}")
+    return HEADS[name]
+
+
+def head_of_checkpoint(path: str | Path) -> Head:
+    """The head a saved checkpoint belongs to, from its config.json's model_type (a Hub id or a checkpoint of
+    any other model type: the start/end head, whose Auto class loads it)."""
+    config = Path(path).expanduser() / "config.json"
+    model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    return next((h for h in HEADS.values() if h.checkpoint_type and h.checkpoint_type == model_type), HEADS[BASELINE])

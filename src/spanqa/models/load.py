@@ -1,0 +1,220 @@
+"""Tokenizer and model for a `model` config, from the Hub or a local dir, and the checks that they fit each other.
+`spanqa.models.heads` dispatches to the loader of each head.
+
+Checkpoints are taken as their authors ship them. The SpanBERT release has a config.json without `model_type`
+(transformers 5 no longer guesses one from the name), `pytorch_model.bin` weights under pre-training names
+(`bert.*`, plus `cls.*` heads and a pooler the QA models do not use) and no tokenizer files: the config is then
+read as `model.architecture`, the encoder must load completely, and the pre-training heads are dropped quietly.
+Weights are always loaded as float32, whatever dtype they were stored in: training keeps fp32 master weights and
+runs bf16/fp16 in autocast (`trainer.precision`), as AdamW updates of lr 2e-5 vanish in half-precision weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    AutoTokenizer,
+    BertConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from spanqa.config import ModelConfig
+from spanqa.env import is_local, is_offline
+from spanqa.errors import ModelLoadError
+from spanqa.models.checkpoint import check_checkpoint, check_local_dir, checkpoint_casing, has_tokenizer_files
+from spanqa.models.heads import get_head, head_of_checkpoint
+
+log = logging.getLogger(__name__)
+
+# Checkpoint tensors a QA model has no place for: BERT pre-training heads (MLM, NSP, SpanBERT's span boundary
+# objective) and the pooler. Dropping them is expected; any other unused tensor is worth a warning.
+PRETRAINING_ONLY = re.compile(r"^(cls\.|bert\.pooler\.|pooler\.)")
+
+
+def _unreachable(key: str, name: str, err: Exception) -> ModelLoadError:
+    if is_offline() and not is_local(name):
+        return ModelLoadError(
+            f"{key}={name!r} is not in the local Hugging Face cache and the Hub is unreachable: download it "
+            f"where the Hub is reachable (`hf download {name} --local-dir DIR`) and pass {key}=DIR"
+        )
+    return ModelLoadError(f"{key}={name!r} could not be loaded: {str(err).splitlines()[0]}")
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    name = cfg.tokenizer_name_or_path or cfg.name_or_path
+    key = "model.tokenizer_name_or_path" if cfg.tokenizer_name_or_path else "model.name_or_path"
+    check_local_dir(name, key)
+    if cfg.tokenizer_name_or_path is None and is_local(name) and not has_tokenizer_files(name):
+        raise ModelLoadError(
+            f"model.name_or_path={name!r} has no tokenizer files (the SpanBERT release ships none): set "
+            "model.tokenizer_name_or_path=google-bert/bert-base-cased or a local copy of it"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(name, use_fast=True)
+    except Exception as err:
+        raise _unreachable(key, name, err) from err
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers prints a table of every unused or new tensor; `_check_loaded` reports what matters instead."""
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def load_config(cfg: ModelConfig) -> PreTrainedConfig:
+    """The checkpoint's config; one without `model_type` (the SpanBERT release) is read as `model.architecture`."""
+    config_dict, _ = PreTrainedConfig.get_config_dict(cfg.name_or_path)
+    if "model_type" in config_dict:
+        return AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=False)
+    if cfg.architecture not in CONFIG_MAPPING:
+        raise ModelLoadError(
+            f"model.architecture={cfg.architecture!r} is invalid: not a transformers model type (e.g. bert); it "
+            f"is needed because model.name_or_path={cfg.name_or_path!r} has a config.json without model_type"
+        )
+    log.info("%s: config.json has no model_type, read as model.architecture=%s", cfg.name_or_path, cfg.architecture)
+    return CONFIG_MAPPING[cfg.architecture].from_dict(config_dict)
+
+
+def _check_loaded(name: str, info: dict[str, Any], new_head: tuple[str, ...]) -> None:
+    """The encoder must come from the checkpoint in full; only the task head may be new."""
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith(new_head))
+    if missing:
+        preview = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise ModelLoadError(
+            f"model.name_or_path={name!r} could not be loaded: {len(missing)} encoder weights are missing from the "
+            f"checkpoint ({preview}); is it a checkpoint of model.architecture's type?"
+        )
+    if info.get("mismatched_keys"):
+        raise ModelLoadError(
+            f"model.name_or_path={name!r} could not be loaded: weights of the wrong shape: "
+            f"{info['mismatched_keys'][:3]}"
+        )
+    unused = sorted(k for k in info["unexpected_keys"] if not PRETRAINING_ONLY.match(k))
+    if unused:
+        log.warning("%s: %d checkpoint tensors unused: %s", name, len(unused), ", ".join(unused[:5]))
+    new = sorted(k for k in info["missing_keys"] if k.startswith(new_head))
+    if new:
+        log.info("%s: new task head initialised (%s)", name, ", ".join(new))
+
+
+def load_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
+    """The model of `cfg.head`, float32 (see the module docstring). A checkpoint saved by another head that has a
+    model type of its own (a CRF checkpoint for the start/end head) is refused; any encoder can start any head."""
+    check_checkpoint(cfg.name_or_path)
+    saved = head_of_checkpoint(cfg.name_or_path)
+    if saved.name != cfg.head and saved.checkpoint_type is not None:
+        raise ModelLoadError(
+            f"model.name_or_path={cfg.name_or_path!r} is a saved {saved.name} model: use model.head={saved.name}"
+        )
+    try:
+        with _quiet_transformers():
+            return get_head(cfg.head).load(cfg, max_answer_length)
+    except ModelLoadError:
+        raise
+    except Exception as err:
+        raise _unreachable("model.name_or_path", cfg.name_or_path, err) from err
+
+
+def load_span_model(cfg: ModelConfig) -> PreTrainedModel:
+    """The start/end head: any QA checkpoint through the Auto class, or a new qa_outputs layer on an encoder."""
+    model, info = AutoModelForQuestionAnswering.from_pretrained(
+        cfg.name_or_path,
+        config=load_config(cfg),
+        dtype=torch.float32,
+        trust_remote_code=False,
+        attn_implementation=cfg.attn_implementation,
+        output_loading_info=True,
+    )
+    _check_loaded(cfg.name_or_path, info, new_head=("qa_outputs.",))
+    return model
+
+
+def load_crf_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
+    """The CRF head: a saved CRF model, decoding as configured now, or a new CRF head on the encoder of
+    `name_or_path` (the same initial weights as the start/end model, for a fair comparison)."""
+    from spanqa.models.crf import SpanBertCrfForQuestionAnswering
+
+    crf = {
+        "max_answer_length": max_answer_length,
+        "num_candidates": cfg.crf_num_candidates,
+        "forward_algorithm": cfg.crf_forward_algorithm,
+    }
+    if head_of_checkpoint(cfg.name_or_path).name == "crf":
+        return SpanBertCrfForQuestionAnswering.from_pretrained(
+            cfg.name_or_path, attn_implementation=cfg.attn_implementation, dtype=torch.float32, **crf
+        )
+    config = load_config(cfg)
+    if not isinstance(config, BertConfig):
+        raise ModelLoadError(
+            f"model.name_or_path={cfg.name_or_path!r} is a {config.model_type} checkpoint: the CRF head wraps a BERT "
+            "encoder (model.architecture=bert)"
+        )
+    model, info = SpanBertCrfForQuestionAnswering.from_encoder(
+        cfg.name_or_path,
+        config=config,
+        attn_implementation=cfg.attn_implementation,
+        output_loading_info=True,
+        **crf,
+    )
+    _check_loaded(cfg.name_or_path, info, new_head=())
+    return model
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest window a model accepts (its position embeddings); the CRF model keeps BERT's in `encoder`."""
+    encoder = getattr(config, "encoder", None)
+    value = encoder.get("max_position_embeddings") if isinstance(encoder, dict) else None
+    return value or getattr(config, "max_position_embeddings", None)
+
+
+def check_window_fits(model: PreTrainedModel, max_length: int) -> None:
+    limit = max_positions(model.config)
+    if limit is not None and max_length > limit:
+        raise ModelLoadError(f"data.max_length={max_length} is invalid: the model has {limit} positions at most")
+
+
+def lowercases(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer lower-cases its input: asked of its normalizer, whatever the tokenizer class."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    normalizer = getattr(backend, "normalizer", None)
+    if normalizer is not None:
+        return normalizer.normalize_str("A") == "a"
+    return bool(getattr(tokenizer, "do_lower_case", False))
+
+
+def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, cfg: ModelConfig) -> None:
+    """Tokenizer and model must agree before anything is tokenised: token ids beyond the embedding table crash deep
+    in torch (or, when they happen not to occur, train silently on the wrong rows), and a lower-casing tokenizer
+    feeds a cased model text it never saw."""
+    tokenizer_name = cfg.tokenizer_name_or_path or cfg.name_or_path
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelLoadError(
+            f"model.tokenizer_name_or_path={tokenizer_name!r} has {len(tokenizer):,} tokens but "
+            f"model.name_or_path={cfg.name_or_path!r} embeds only {rows:,}: use the tokenizer the model was trained "
+            "with"
+        )
+    cased = checkpoint_casing(cfg.name_or_path)
+    if cased is not None and cased == lowercases(tokenizer):
+        does = "lower-cases" if cased else "keeps the case of"
+        raise ModelLoadError(
+            f"model.tokenizer_name_or_path={tokenizer_name!r} {does} its input but model.name_or_path="
+            f"{cfg.name_or_path!r} is {'cased' if cased else 'uncased'}: use a matching tokenizer"
+        )

@@ -1,0 +1,94 @@
+"""Weights & Biases: online when a key is configured and the server answers, offline otherwise, never a hang.
+
+W&B's own behaviour is harsh on offline machines: no key and no WANDB_MODE raises a UsageError, and a key
+without network hangs ~100 s. So the mode is decided here, before `wandb.init`, from what can be checked in
+milliseconds. The run is created here (name, group, tags, full config); the Trainer's WandbCallback reuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spanqa.config import Config
+from spanqa.env import wandb_key_configured, wandb_server_reachable
+from spanqa.errors import ConfigError
+
+log = logging.getLogger(__name__)
+RUN_ID_FILE = "wandb_run_id.txt"
+
+
+def resolve_mode(cfg: Config) -> str:
+    """'online', 'offline' or 'disabled'. WANDB_MODE set by the user wins over logger.mode=auto. Only `auto` probes
+    the server (through the configured proxy, as wandb itself connects); an explicit `online` is trusted."""
+    if cfg.logger.backend == "none" or cfg.logger.mode == "disabled":
+        return "disabled"
+    requested = cfg.logger.mode
+    if requested == "auto" and os.environ.get("WANDB_MODE") in ("online", "offline", "disabled", "dryrun"):
+        requested = "offline" if os.environ["WANDB_MODE"] == "dryrun" else os.environ["WANDB_MODE"]
+    if requested in ("offline", "disabled"):
+        return requested
+    has_key = wandb_key_configured()
+    if requested == "online" and not has_key:
+        raise ConfigError("logger.mode='online' needs a W&B key: run `wandb login` or set WANDB_API_KEY")
+    if requested == "online":  # asked for explicitly: trusted, not probed
+        return "online"
+    if not has_key:
+        return "offline"
+    if not wandb_server_reachable():
+        log.warning("W&B server unreachable: logging offline (sync later with `wandb sync %s`)", "outputs/**/wandb")
+        return "offline"
+    return "online"
+
+
+@dataclass
+class Tracker:
+    mode: str
+    run: Any = None
+
+    @classmethod
+    def start(cls, cfg: Config, config_dict: dict[str, Any], run_dir: Path, mode: str) -> Tracker:
+        """Create (or, for a resumed run dir, continue) the W&B run."""
+        if mode == "disabled" or int(os.environ.get("RANK", "0")) != 0:  # one W&B run per job, from rank 0
+            return cls(mode)
+        import wandb
+
+        os.environ["WANDB_MODE"] = mode  # the Trainer's callback and wandb's service read it
+        os.environ.setdefault("WANDB_SILENT", "true")
+        id_file = run_dir / RUN_ID_FILE
+        run_id = id_file.read_text().strip() if id_file.is_file() else None  # a resumed run keeps its id
+        run = wandb.init(
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            group=cfg.logger.group,
+            name=cfg.run_name,
+            job_type="train",
+            tags=[*cfg.logger.tags, f"model:{cfg.model.name}", f"head:{cfg.model.head}", f"seed:{cfg.seed}"],
+            config=config_dict,
+            dir=str(run_dir),
+            id=run_id,
+            resume="allow",
+            mode=mode,
+        )
+        id_file.write_text(run.id)
+        return cls(mode, run)
+
+    def log_files(self, name: str, kind: str, files: list[Path]) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        artifact = wandb.Artifact(name=name, type=kind)
+        for f in files:
+            if f.is_file():
+                artifact.add_file(str(f))
+        self.run.log_artifact(artifact)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        self.run.summary.update(summary)
+        self.run.finish()

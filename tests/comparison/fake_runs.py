@@ -1,0 +1,130 @@
+"""Finished run dirs written the way `spanqa.training.records` and `spanqa.eval.policies` write them: what the
+comparison reads, with known skill per model, for `make compare` and `spanqa.comparison` tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+QUESTIONS = [
+    ("What is the capital of {}?", ["Paris"]),
+    ("Who founded {}?", ["Victor Hugo", "Hugo"]),
+    ("When was {} built?", ["in the year 1990"]),
+    ("In which region is {}?", []),
+    ("How tall is {}?", ["300 metres"]),
+    ("Name the river of {}.", []),
+]
+N_QUESTIONS = 48
+
+
+def per_question(rng: np.random.Generator, skill: float) -> dict[str, dict[str, Any]]:
+    """Answerable questions get F1 ~ skill, unanswerable ones are abstained on with probability skill."""
+    out = {}
+    for i in range(N_QUESTIONS):
+        template, gold = QUESTIONS[i % len(QUESTIONS)]
+        if gold:
+            f1 = float(np.clip(rng.normal(skill, 0.25), 0, 1))
+            prediction = gold[0] if f1 == 1 else ("" if f1 == 0 else gold[0].split()[-1])
+        else:
+            f1 = float(rng.random() < skill)
+            prediction = "" if f1 else "the city"
+        exact = float(f1 == 1)
+        out[f"q{i}"] = {"question": template.format(f"town {i}"), "gold": gold, "prediction": prediction}
+        out[f"q{i}"] |= {"na_prob": float(rng.random()), "exact": exact, "f1": f1}
+    return out
+
+
+def metrics_of(pq: dict[str, dict[str, Any]], epochs: int) -> dict[str, float]:
+    def split(keep: Any) -> dict[str, float]:
+        rows = [r for r in pq.values() if keep(r)]
+        return {
+            "exact": 100 * np.mean([r["exact"] for r in rows]),
+            "f1": 100 * np.mean([r["f1"] for r in rows]),
+            "total": float(len(rows)),
+        }
+
+    m = {f"eval_{k}": v for k, v in split(lambda r: True).items()}
+    m |= {f"eval_HasAns_{k}": v for k, v in split(lambda r: r["gold"]).items()}
+    m |= {f"eval_NoAns_{k}": v for k, v in split(lambda r: not r["gold"]).items()}
+    best = m["eval_f1"] + 1.5
+    m |= {"eval_best_exact": best, "eval_best_exact_thresh": 0.6, "eval_best_f1": best, "eval_best_f1_thresh": 0.6}
+    return m | {"eval_null_threshold": 0.5, "eval_loss": 1.2, "epoch": float(epochs), "best_epoch": float(epochs)}
+
+
+def write_run(
+    run_dir: Path,
+    model: str,
+    seed: int,
+    skill: float,
+    lr: float = 2e-5,
+    epochs: int = 2,
+    policy: str = "fixed",
+    demo_dir: str = "/tmp/demo",
+) -> dict[str, Any]:
+    """A finished run dir: .hydra/config.yaml + overrides.yaml, run.json, per_question.json, eval_results.json."""
+    rng = np.random.default_rng(seed * 100 + int(skill * 100))
+    head = "crf" if model.endswith("crf") else "span"
+    config = {
+        "model": {"name": model, "name_or_path": "${demo.dir}/tiny-bert", "head": head, "crf_num_candidates": 4},
+        "data": {"dataset_name": None, "train_file": "${demo.dir}/train.json", "max_length": 64},
+        "optimizer": {"lr": lr, "weight_decay": 0.01},
+        "trainer": {"epochs": epochs, "batch_size": 16, "logging_steps": 10, "dataloader_workers": 0},
+        "logger": {"backend": "none", "group": "${model.name}", "tags": ["demo", f"s{seed}"]},
+        "demo": {"dir": demo_dir, "dev_examples": N_QUESTIONS},
+        "seed": seed,
+        "run_name": "${model.name}-seed${seed}",
+    }
+    config["data"]["null_threshold"] = {"policy": policy, "value": 0.5}
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model={model}", f"seed={seed}"]))
+    pq = per_question(rng, skill)
+    metrics = metrics_of(pq, epochs)
+    steps_per_epoch = 30
+    history: list[dict[str, Any]] = []
+    for epoch in range(1, epochs + 1):
+        for step in range((epoch - 1) * steps_per_epoch + 10, epoch * steps_per_epoch + 1, 10):
+            loss = 4.0 * np.exp(-step / 40) + 0.3 * rng.random() + (3.0 if head == "crf" else 0.0)
+            history.append({"loss": loss, "grad_norm": 1.0, "learning_rate": lr, "epoch": step / 30, "step": step})
+        f1 = metrics["eval_f1"] - 8 * (epochs - epoch) + rng.normal(0, 1)
+        em = f1 - 5
+        history.append({"eval_loss": 2.0 / epoch, "eval_f1": f1, "eval_exact": em, "epoch": float(epoch)})
+        history[-1]["step"] = epoch * steps_per_epoch
+    history.append({"train_runtime": 50.0 + seed, "train_steps_per_second": 2.0, "epoch": float(epochs)})
+    history.append({"eval_f1": -1.0, "eval_exact": -1.0, "eval_loss": 99.0, "epoch": float(epochs)})  # final eval
+    record = {
+        "run_name": f"{model}-seed{seed}",
+        "metrics": metrics,
+        "null_threshold_policy": policy,
+        "log_history": history,
+        "train_runtime_s": 50.0 + seed,
+        "train_steps_per_second": 2.0 + seed / 10,
+        "global_step": epochs * steps_per_epoch,
+        "num_parameters": 200_000 + (4 if head == "crf" else 0),
+        "best_checkpoint": str(run_dir / "checkpoints" / "checkpoint-60"),
+        "wandb_run_id": None,
+    }
+    (run_dir / "run.json").write_text(json.dumps(record, indent=1))
+    (run_dir / "per_question.json").write_text(json.dumps(pq))
+    (run_dir / "eval_results.json").write_text(json.dumps(metrics | {"null_threshold_policy": policy}))
+    (run_dir / "eval" / "step-30").mkdir(parents=True)  # intermediate evaluations: not runs
+    (run_dir / "eval" / "step-30" / "per_question.json").write_text(json.dumps(pq))
+    return record
+
+
+def write_multirun(tmp_path: Path) -> Path:
+    """Hydra multirun layout: 2 models × 3 seeds, plus one job that never finished."""
+    root = tmp_path / "outputs" / "multirun" / "2026-01-01" / "10-00-00"
+    job = 0
+    for model, skill in (("spanbert", 0.55), ("spanbert_crf", 0.6)):
+        for seed in (1, 2, 3):
+            write_run(root / f"{job}_{model}-seed{seed}", model, seed, skill, demo_dir=f"/tmp/demo{seed}")
+            job += 1
+    unfinished = root / f"{job}_spanbert_crf-seed4"
+    (unfinished / ".hydra").mkdir(parents=True)
+    (unfinished / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "spanbert_crf"}, "seed": 4}))
+    return root

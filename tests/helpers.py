@@ -1,0 +1,84 @@
+"""What many tests share: paths, the environment of `python -m spanqa…` subprocesses, running the commands, and
+reading their one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for `python -m spanqa...` subprocesses: the test isolation (conftest) plus src on the path."""
+    return {**os.environ, "PYTHONPATH": str(SRC), **extra}
+
+
+def run_module(module: str, *args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> args…` from the repository root, captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def make(*args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    """`make -s args…`, as a user types it (the Makefile's own virtual environment)."""
+    return subprocess.run(
+        ["make", "-s", *args], cwd=REPO, env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def last_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The last line on stderr: where a command's one-line error must be."""
+    return proc.stderr.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------------------------------------------- hand-made windows
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+CONTEXT = " ".join(WORDS)
+_STARTS = [sum(len(w) + 1 for w in WORDS[:i]) for i in range(len(WORDS))]
+WORD_OFFSETS = [(s, s + len(w)) for s, w in zip(_STARTS, WORDS, strict=True)]
+Q_LEN = 2  # [CLS] q q [SEP] context... [SEP] padding
+FIRST = Q_LEN + 2  # position of the window's first context token
+
+
+def window(
+    first_word: int, n_words: int, width: int, is_max: list[bool] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets and max-context rows for a window holding WORDS[first_word : first_word + n_words]."""
+    offsets = np.full((width, 2), -1, dtype=np.int64)
+    max_context = np.zeros(width, dtype=bool)
+    for i in range(n_words):
+        offsets[FIRST + i] = WORD_OFFSETS[first_word + i]
+        max_context[FIRST + i] = True if is_max is None else is_max[i]
+    return offsets, max_context
+
+
+# ---------------------------------------------------------------------------------------------------- a toy question
+TOY_QUESTION = "Where was Talomi born?"
+TOY_CONTEXT = "The weather that season was unusually mild. Talomi was born in Kobe. Trains ran twice a day."
+RESULT_KEYS = {"answer", "score", "start", "end", "no_answer_probability", "best_span"}  # of one Predictor answer
+# Sentences without names, cities, jobs or colours: padding that holds no answer to the demo's questions.
+FILLER = [
+    "The weather that season was unusually mild.",
+    "Local newspapers covered many stories that year.",
+    "Several roads in the region were rebuilt after the floods.",
+    "The market opened early on most days of the week.",
+    "Historians still argue about the details of that period.",
+    "Most families in the valley kept a garden behind the house.",
+]
+
+
+def long_context(answer_sentence: str, before: int, after: int) -> str:
+    sentences = [FILLER[i % len(FILLER)] for i in range(before)] + [answer_sentence]
+    return " ".join(sentences + [FILLER[(i + 3) % len(FILLER)] for i in range(after)])
