@@ -7,8 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from hydra import compose, initialize_config_dir
+
+from spanqa.config import Config, validate
+from spanqa.data import demo
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -68,17 +73,46 @@ def window(
 TOY_QUESTION = "Where was Talomi born?"
 TOY_CONTEXT = "The weather that season was unusually mild. Talomi was born in Kobe. Trains ran twice a day."
 RESULT_KEYS = {"answer", "score", "start", "end", "no_answer_probability", "best_span"}  # of one Predictor answer
-# Sentences without names, cities, jobs or colours: padding that holds no answer to the demo's questions.
-FILLER = [
-    "The weather that season was unusually mild.",
-    "Local newspapers covered many stories that year.",
-    "Several roads in the region were rebuilt after the floods.",
-    "The market opened early on most days of the week.",
-    "Historians still argue about the details of that period.",
-    "Most families in the valley kept a garden behind the house.",
-]
+# The demo's filler sentences but the two whose words clash with answers the inference tests key on (a keyword
+# model needs the answer's first and last token to occur once in the context).
+FILLER = [s for s in demo.FILLER if not s.startswith(("A small museum", "Trains"))]
 
 
 def long_context(answer_sentence: str, before: int, after: int) -> str:
     sentences = [FILLER[i % len(FILLER)] for i in range(before)] + [answer_sentence]
     return " ".join(sentences + [FILLER[(i + 3) % len(FILLER)] for i in range(after)])
+
+
+# ---------------------------------------------------------------------------------------------------- demo runs
+def demo_config(demo_dir: Path, *overrides: str) -> Config:
+    """The demo experiment on 200 training and 80 dev questions, composed and validated as `make train` does."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "experiment=demo",
+                f"demo.dir={demo_dir}",
+                "logger=none",
+                "data.max_train_samples=200",
+                "data.max_eval_samples=80",
+                *overrides,
+            ],
+        )
+    return validate(cfg)
+
+
+def demo_trainer(conf: Config, run_dir: Path) -> Any:
+    """The QATrainer `make train` builds for `conf` (model, windows and all), without training it."""
+    from transformers import set_seed
+
+    from spanqa.data.windows import prepare_data
+    from spanqa.models.heads import load_model
+    from spanqa.models.load import load_tokenizer
+    from spanqa.training.arguments import training_arguments
+    from spanqa.training.trainer import build_trainer
+
+    set_seed(conf.seed)
+    tokenizer = load_tokenizer(conf.model)
+    model = load_model(conf.model, conf.data.max_answer_length)
+    data = prepare_data(conf.data, tokenizer, conf.seed)
+    return build_trainer(conf, training_arguments(conf, run_dir, []), model, tokenizer, data, run_dir)

@@ -120,7 +120,6 @@ class KeywordModel(torch.nn.Module):
         )
 
 
-# Filler without the keywords the tests look for (the demo's own filler mentions a "harbour").
 def keyword_predictor(tokenizer, context: str, answer: str, **window: int) -> Predictor:
     """A KeywordModel keyed on the first and last token of `answer`, which must occur nowhere else."""
     begin = context.index(answer)

@@ -219,7 +219,8 @@ class Predictor:
     ) -> Predictor:
         """From a run dir or a checkpoint dir (or resolved Settings); `overrides` as in `resolve_settings`."""
         from spanqa.config import ModelConfig
-        from spanqa.models.load import load_model, load_tokenizer
+        from spanqa.models.heads import load_model
+        from spanqa.models.load import load_tokenizer
 
         if isinstance(path, Settings) and any(v is not None for v in overrides.values()):
             raise TypeError("pass overrides to resolve_settings, not with resolved Settings")

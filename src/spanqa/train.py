@@ -42,7 +42,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, f
     from spanqa.data.demo import build_demo_assets
     from spanqa.data.windows import prepare_data
     from spanqa.env import check_free_space, checkpoint_bytes
-    from spanqa.models.load import check_tokenizer_fits, check_window_fits, load_model, load_tokenizer
+    from spanqa.models.heads import load_model
+    from spanqa.models.load import check_tokenizer_fits, check_window_fits, load_tokenizer
     from spanqa.training.arguments import training_arguments
     from spanqa.training.distributed import end_distributed, shared_run_dir
     from spanqa.training.records import last_checkpoint, save_final, summary_line

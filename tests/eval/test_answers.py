@@ -12,7 +12,7 @@ import pytest
 
 from spanqa.benchmarks.postprocess import compare_predictions, fast_postprocess, make_inputs, reference_postprocess
 from spanqa.eval.answers import NBestArrays, Predictions, select_answers
-from spanqa.models.heads import WindowCandidates
+from spanqa.models.candidates import WindowCandidates
 from spanqa.models.span_decoding import span_candidates
 from tests.helpers import CONTEXT, FIRST, WORD_OFFSETS, window
 

@@ -6,45 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from spanqa.config import Config, register_configs, validate
 from spanqa.eval.policies import postprocess, tuned_threshold
-from spanqa.training.trainer import QATrainer
-from tests.helpers import REPO
-
-register_configs()
-
-
-def config(demo_dir: Path, *overrides: str) -> Config:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                "experiment=demo",
-                f"demo.dir={demo_dir}",
-                "logger=none",
-                "data.max_train_samples=200",
-                "data.max_eval_samples=80",
-                *overrides,
-            ],
-        )
-    return validate(cfg)
-
-
-def trainer_for(conf: Config, run_dir: Path) -> QATrainer:
-    from transformers import set_seed
-
-    from spanqa.data.windows import prepare_data
-    from spanqa.models.load import load_model, load_tokenizer
-    from spanqa.training.arguments import training_arguments
-    from spanqa.training.trainer import build_trainer
-
-    set_seed(conf.seed)
-    tokenizer = load_tokenizer(conf.model)
-    model = load_model(conf.model, conf.data.max_answer_length)
-    data = prepare_data(conf.data, tokenizer, conf.seed)
-    return build_trainer(conf, training_arguments(conf, run_dir, []), model, tokenizer, data, run_dir)
+from tests.helpers import demo_config as config
+from tests.helpers import demo_trainer as trainer_for
 
 
 @pytest.mark.parametrize("model", ["spanbert", "spanbert_crf"])
@@ -85,35 +50,3 @@ def test_held_out_threshold_is_tuned_on_held_out_training_questions(tmp_path: Pa
     expected = tuned_threshold(postprocess(trainer._candidates(out.predictions, held_out), held_out, 10), held_out.gold)
     assert metrics["eval_null_threshold"] == pytest.approx(expected)
     assert not set(held_out.ids) & set(trainer.eval_set.ids)
-
-
-@pytest.mark.parametrize(
-    ("model", "head_names"),
-    [
-        ("spanbert", {"qa_outputs.weight", "qa_outputs.bias"}),
-        (
-            "spanbert_crf",
-            {
-                "emission.weight",
-                "emission.bias",
-                "crf.end_transitions",
-                "crf.parametrizations.transitions.original",
-                "crf.parametrizations.start_transitions.original",
-            },
-        ),
-    ],
-)
-def test_head_lr_gives_either_head_its_own_learning_rate(
-    tmp_path: Path, demo_dir: Path, model: str, head_names: set[str]
-) -> None:
-    conf = config(demo_dir, f"model={model}", "optimizer.head_lr=0.01")
-    trainer = trainer_for(conf, tmp_path)
-    optimizer = trainer.create_optimizer()
-    names = {id(p): n for n, p in trainer.model.named_parameters()}
-    settings = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
-    assert len(settings) == sum(1 for p in trainer.model.parameters() if p.requires_grad)
-    assert {n for n, (lr, _) in settings.items() if lr == 0.01} == head_names
-    assert all(lr == conf.optimizer.lr for n, (lr, _) in settings.items() if n not in head_names)
-    head_weight = "qa_outputs.weight" if model == "spanbert" else "emission.weight"
-    assert settings[head_weight][1] == conf.optimizer.weight_decay
-    assert settings["bert.embeddings.LayerNorm.weight"][1] == 0.0

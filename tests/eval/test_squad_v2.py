@@ -240,3 +240,30 @@ def test_gold_from_squad_json_rejects_malformed(dataset: dict, message: str) -> 
     """The official script reads only ids and answer texts: no context or question is required here."""
     with pytest.raises(DataError, match=re.escape(message)):
         gold_from_squad_json(dataset)
+
+
+def test_the_evaluate_metric_module_scores_exactly_as_the_scorer(tmp_path) -> None:
+    """`evaluate.load` of the shipped module directory works offline and returns the scorer's own dict."""
+    import random
+
+    import evaluate
+
+    from spanqa.eval.squad_v2 import METRIC_DIR
+
+    rng = random.Random(0)
+    words = ["Paris", "the river Seine", "1889", "Gustave Eiffel", ""]
+    references, predictions = [], []
+    for i in range(60):
+        gold = rng.sample(words[:-1], k=rng.randint(0, 2))
+        references.append({"id": f"q{i}", "answers": {"text": gold, "answer_start": [0] * len(gold)}})
+        predictions.append({"id": f"q{i}", "prediction_text": rng.choice(words), "no_answer_probability": rng.random()})
+    metric = evaluate.load(METRIC_DIR)
+    for threshold in (1.0, 0.5):
+        got = metric.compute(predictions=predictions, references=references, no_answer_threshold=threshold)
+        expected = squad_v2_scores(
+            {r["id"]: r["answers"]["text"] for r in references},
+            {p["id"]: p["prediction_text"] for p in predictions},
+            {p["id"]: p["no_answer_probability"] for p in predictions},
+            threshold,
+        ).scores
+        assert got == expected

@@ -16,7 +16,7 @@ from spanqa.errors import ModelLoadError
 
 
 def test_float16_checkpoints_load_as_float32_for_both_heads_and_from_encoder(real: dict[str, Path]) -> None:
-    from spanqa.models.load import load_model
+    from spanqa.models.heads import load_model
 
     for head in ("span", "crf"):
         model = load_model(ModelConfig(name_or_path=str(real["hub_model"]), head=head), max_answer_length=8)
@@ -38,7 +38,8 @@ def test_transformers_still_needs_the_workarounds(real: dict[str, Path]) -> None
 
 
 def test_a_config_without_model_type_is_read_as_model_architecture(real: dict[str, Path]) -> None:
-    from spanqa.models.load import load_config, load_model
+    from spanqa.models.heads import load_model
+    from spanqa.models.load import load_config
 
     assert load_config(ModelConfig(name_or_path=str(real["release"]))).model_type == "bert"
     with pytest.raises(ModelLoadError, match=r"^model\.architecture='bort' is invalid: not a transformers model type"):
@@ -47,7 +48,7 @@ def test_a_config_without_model_type_is_read_as_model_architecture(real: dict[st
 
 def test_pretraining_heads_and_old_layer_norm_names_load_quietly(real: dict[str, Path], tmp_path: Path, caplog) -> None:
     """Conversions of the raw pre-training checkpoint keep `cls.*` heads, a pooler and LayerNorm gamma/beta."""
-    from spanqa.models.load import load_model
+    from spanqa.models.heads import load_model
 
     ckpt = tmp_path / "converted"
     ckpt.mkdir()
@@ -66,7 +67,7 @@ def test_pretraining_heads_and_old_layer_norm_names_load_quietly(real: dict[str,
 
 
 def test_a_checkpoint_missing_encoder_weights_is_refused(real: dict[str, Path], tmp_path: Path) -> None:
-    from spanqa.models.load import load_model
+    from spanqa.models.heads import load_model
 
     ckpt = tmp_path / "partial"
     ckpt.mkdir()
@@ -82,7 +83,8 @@ def test_a_tokenizer_larger_than_the_embedding_table_is_refused(real: dict[str, 
     """bert-base-cased's vocabulary (here 1,099 tokens) with a model embedding fewer rows (the demo's tiny BERT)."""
     from transformers import AutoTokenizer
 
-    from spanqa.models.load import check_tokenizer_fits, load_model
+    from spanqa.models.heads import load_model
+    from spanqa.models.load import check_tokenizer_fits
 
     small = tmp_path / "small-bert"
     from spanqa.data.demo import save_tiny_bert
@@ -101,7 +103,8 @@ def test_the_spanbert_repos_own_vocab_lowercases_and_is_refused_for_a_cased_mode
     """SpanBERT's Hub repo holds vocab.txt but no tokenizer_config.json: AutoTokenizer loads it lower-casing."""
     from transformers import AutoTokenizer
 
-    from spanqa.models.load import check_tokenizer_fits, load_model, lowercases
+    from spanqa.models.heads import load_model
+    from spanqa.models.load import check_tokenizer_fits, lowercases
 
     hub = str(real["hub_model"])
     tokenizer = AutoTokenizer.from_pretrained(hub)
@@ -123,7 +126,7 @@ def test_a_checkpoint_without_tokenizer_files_names_the_setting(real: dict[str, 
 
 def test_remote_code_in_a_checkpoint_is_never_run(tmp_path: Path, demo_dir: Path) -> None:
     from spanqa.config import ModelConfig
-    from spanqa.models.load import load_model
+    from spanqa.models.heads import load_model
 
     ckpt = shutil.copytree(demo_dir / "tiny-bert", tmp_path / "remote")
     sentinel = tmp_path / "executed"
@@ -139,7 +142,7 @@ def test_remote_code_in_a_checkpoint_is_never_run(tmp_path: Path, demo_dir: Path
 def test_a_saved_crf_model_decodes_with_the_configured_settings(tmp_path: Path, demo_dir: Path) -> None:
     from spanqa.config import ModelConfig
     from spanqa.models.crf import SpanBertCrfForQuestionAnswering
-    from spanqa.models.load import load_model
+    from spanqa.models.heads import load_model
 
     saved = tmp_path / "crf"
     SpanBertCrfForQuestionAnswering.from_encoder(str(demo_dir / "tiny-bert"), max_answer_length=5).save_pretrained(

@@ -30,7 +30,7 @@ import numpy as np
 from spanqa.benchmarks.common import loadavg
 from spanqa.data.windows import max_context_flags
 from spanqa.eval.answers import Predictions, select_answers
-from spanqa.models.heads import WindowCandidates
+from spanqa.models.candidates import WindowCandidates
 from spanqa.models.span_decoding import span_candidates
 
 T = TypeVar("T")
@@ -134,7 +134,7 @@ def reference_postprocess(
 ) -> Predictions:
     """Per-window Python loop in the shape of HF `run_qa.py`'s `postprocess_qa_predictions` (SQuAD v2):
     top-n_best starts × ends per window, the same filters, dict candidates sorted per example; plus the
-    tie rule (stable top-n, then window, start, end) and the na_prob of `spanqa.postprocess`."""
+    tie rule (stable top-n, then window, start, end) and the na_prob of `spanqa.eval.answers`."""
     windows_of = defaultdict(list)
     for w, ex in enumerate(np.asarray(example_index).tolist()):
         windows_of[ex].append(w)

@@ -3,7 +3,7 @@
     PYTHONPATH=src python -m spanqa.benchmarks.preprocess [--questions 12000] [--eval-questions 3000]
         [--context-repeat 1.5] [--num-proc N] [--tokenizer DIR]
 
-Writes demo SQuAD-v2 train and dev JSON (`spanqa.demo.make_squad_v2`) into a temp dir, trains a demo WordPiece
+Writes demo SQuAD-v2 train and dev JSON (`spanqa.data.demo.make_squad_v2`) into a temp dir, trains a demo WordPiece
 tokenizer there (or loads --tokenizer), then times `load_examples` + `build_features` (max_length 384, stride
 128) twice in one process: first on a fresh, empty datasets cache (HF_DATASETS_CACHE points into the temp dir),
 then the identical call again, which should only read what the first one cached. Tokenizer training and file

@@ -31,8 +31,8 @@ from transformers import BertConfig, BertForQuestionAnswering, PreTrainedModel
 
 from spanqa.benchmarks.common import SIZES, VOCAB_SIZE, loadavg
 from spanqa.eval.answers import select_answers
+from spanqa.models.candidates import WindowCandidates
 from spanqa.models.crf import FORWARD_ALGORITHMS, SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
-from spanqa.models.heads import WindowCandidates
 from spanqa.models.span_decoding import span_candidates
 
 MAX_LEN, NON_CONTEXT = 384, 17  # [CLS] + 14 question tokens + 2 [SEP]

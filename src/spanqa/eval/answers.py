@@ -20,7 +20,7 @@ from functools import cached_property
 
 import numpy as np
 
-from spanqa.models.heads import WindowCandidates, check_windows
+from spanqa.models.candidates import WindowCandidates, check_windows
 
 
 @dataclass(eq=False)

@@ -15,7 +15,7 @@ from spanqa.data.windows import EvalSet
 from spanqa.eval.answers import Predictions, select_answers
 from spanqa.eval.squad_v2 import SquadV2Result, squad_v2_scores
 from spanqa.files import write_json
-from spanqa.models.heads import WindowCandidates
+from spanqa.models.candidates import WindowCandidates
 
 
 @dataclass

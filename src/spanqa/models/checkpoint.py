@@ -61,3 +61,9 @@ def checkpoint_casing(name_or_path: str) -> bool | None:
             return not lower
     last_word = re.split(r"[-_.]", Path(name_or_path.rstrip("/")).name.lower())[-1]
     return {"cased": True, "uncased": False}.get(last_word)
+
+
+def saved_model_type(name_or_path: str | Path) -> str | None:
+    """The model_type in a local checkpoint's config.json (None for a Hub id or a config without one)."""
+    config = Path(name_or_path).expanduser() / "config.json"
+    return json.loads(config.read_text()).get("model_type") if config.is_file() else None

@@ -4,12 +4,11 @@ become per-window candidate spans. Adding a head means adding one `Head` here an
 Both heads hand post-processing (`spanqa.eval.answers.select_answers`) the same `WindowCandidates`: up to K spans
 per window with scores, and the window's null (no-answer) score on the same scale. The start/end head's outputs
 are logits per token, decoded by `span_decoding`; the CRF head decodes inside its model and returns the candidates.
-This module imports nothing heavy: loaders import the models when called.
+This module imports nothing heavy (post-processing uses it without torch): loaders import the models when called.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,26 +16,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spanqa.errors import ConfigError
+from spanqa.errors import ConfigError, ModelLoadError
+from spanqa.models.candidates import WindowCandidates
+from spanqa.models.checkpoint import check_checkpoint, saved_model_type
+from spanqa.models.span_decoding import span_candidates
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from spanqa.config import ModelConfig
     from spanqa.data.windows import EvalSet
-
-
-@dataclass
-class WindowCandidates:
-    start: np.ndarray  # (N, K) int64 token index, -1 = no candidate
-    end: np.ndarray  # (N, K) int64 token index (inclusive), -1 = no candidate
-    score: np.ndarray  # (N, K) float32 span score (higher = better), -inf for no candidate
-    null: np.ndarray  # (N,) float32 the window's null (no-answer) score
-
-
-def check_windows(name: str, arr: np.ndarray, n_windows: int, ndim: int) -> None:
-    if arr.ndim != ndim or arr.shape[0] != n_windows:
-        raise ValueError(f"{name} has shape {arr.shape}; expected {ndim} dims with {n_windows} windows first")
 
 
 @dataclass(frozen=True)
@@ -59,8 +48,6 @@ def _load_span(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
 def _span_candidates(
     outputs: tuple[np.ndarray, ...], es: EvalSet, n_best: int, max_answer_length: int
 ) -> WindowCandidates:
-    from spanqa.models.span_decoding import span_candidates
-
     width = np.asarray(outputs[0]).shape[1]
     # Positions past a window's own tokens are padding, as wide as its batch happened to be (batch size, world
     # size, batch-mates): their logits must not take top-n slots, or the answers would depend on the batching.
@@ -121,6 +108,18 @@ def get_head(name: str) -> Head:
 def head_of_checkpoint(path: str | Path) -> Head:
     """The head a saved checkpoint belongs to, from its config.json's model_type (a Hub id or a checkpoint of
     any other model type: the start/end head, whose Auto class loads it)."""
-    config = Path(path).expanduser() / "config.json"
-    model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    model_type = saved_model_type(path)
     return next((h for h in HEADS.values() if h.checkpoint_type and h.checkpoint_type == model_type), HEADS[BASELINE])
+
+
+def load_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
+    """The float32 model of `cfg.head`, by its loader (`spanqa.models.load`). A checkpoint saved by another head
+    that has a model type of its own (a CRF checkpoint for the start/end head) is refused; any encoder can start
+    any head."""
+    check_checkpoint(cfg.name_or_path)
+    saved = head_of_checkpoint(cfg.name_or_path)
+    if saved.name != cfg.head and saved.checkpoint_type is not None:
+        raise ModelLoadError(
+            f"model.name_or_path={cfg.name_or_path!r} is a saved {saved.name} model: use model.head={saved.name}"
+        )
+    return get_head(cfg.head).load(cfg, max_answer_length)

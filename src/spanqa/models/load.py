@@ -1,5 +1,5 @@
-"""Tokenizer and model for a `model` config, from the Hub or a local dir, and the checks that they fit each other.
-`spanqa.models.heads` dispatches to the loader of each head.
+"""Tokenizer and models for a `model` config, from the Hub or a local dir, and the checks that they fit each other.
+Each head's loader is here; `spanqa.models.heads.load_model` picks the one of `model.head`.
 
 Checkpoints are taken as their authors ship them. The SpanBERT release has a config.json without `model_type`
 (transformers 5 no longer guesses one from the name), `pytorch_model.bin` weights under pre-training names
@@ -12,9 +12,10 @@ runs bf16/fp16 in autocast (`trainer.precision`), as AdamW updates of lr 2e-5 va
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -33,8 +34,7 @@ from transformers.utils import logging as hf_logging
 from spanqa.config import ModelConfig
 from spanqa.env import is_local, is_offline
 from spanqa.errors import ModelLoadError
-from spanqa.models.checkpoint import check_checkpoint, check_local_dir, checkpoint_casing, has_tokenizer_files
-from spanqa.models.heads import get_head, head_of_checkpoint
+from spanqa.models.checkpoint import check_local_dir, checkpoint_casing, has_tokenizer_files, saved_model_type
 
 log = logging.getLogger(__name__)
 
@@ -114,24 +114,24 @@ def _check_loaded(name: str, info: dict[str, Any], new_head: tuple[str, ...]) ->
         log.info("%s: new task head initialised (%s)", name, ", ".join(new))
 
 
-def load_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
-    """The model of `cfg.head`, float32 (see the module docstring). A checkpoint saved by another head that has a
-    model type of its own (a CRF checkpoint for the start/end head) is refused; any encoder can start any head."""
-    check_checkpoint(cfg.name_or_path)
-    saved = head_of_checkpoint(cfg.name_or_path)
-    if saved.name != cfg.head and saved.checkpoint_type is not None:
-        raise ModelLoadError(
-            f"model.name_or_path={cfg.name_or_path!r} is a saved {saved.name} model: use model.head={saved.name}"
-        )
-    try:
-        with _quiet_transformers():
-            return get_head(cfg.head).load(cfg, max_answer_length)
-    except ModelLoadError:
-        raise
-    except Exception as err:
-        raise _unreachable("model.name_or_path", cfg.name_or_path, err) from err
+def _loading(load: Callable[..., PreTrainedModel]) -> Callable[..., PreTrainedModel]:
+    """A loader that reports any failure as one ModelLoadError naming model.name_or_path, with transformers' own
+    loading report silenced (`_check_loaded` says what matters)."""
+
+    @functools.wraps(load)
+    def checked(cfg: ModelConfig, *args: Any) -> PreTrainedModel:
+        try:
+            with _quiet_transformers():
+                return load(cfg, *args)
+        except ModelLoadError:
+            raise
+        except Exception as err:
+            raise _unreachable("model.name_or_path", cfg.name_or_path, err) from err
+
+    return checked
 
 
+@_loading
 def load_span_model(cfg: ModelConfig) -> PreTrainedModel:
     """The start/end head: any QA checkpoint through the Auto class, or a new qa_outputs layer on an encoder."""
     model, info = AutoModelForQuestionAnswering.from_pretrained(
@@ -146,17 +146,18 @@ def load_span_model(cfg: ModelConfig) -> PreTrainedModel:
     return model
 
 
+@_loading
 def load_crf_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
     """The CRF head: a saved CRF model, decoding as configured now, or a new CRF head on the encoder of
     `name_or_path` (the same initial weights as the start/end model, for a fair comparison)."""
-    from spanqa.models.crf import SpanBertCrfForQuestionAnswering
+    from spanqa.models.crf import SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
 
     crf = {
         "max_answer_length": max_answer_length,
         "num_candidates": cfg.crf_num_candidates,
         "forward_algorithm": cfg.crf_forward_algorithm,
     }
-    if head_of_checkpoint(cfg.name_or_path).name == "crf":
+    if saved_model_type(cfg.name_or_path) == SpanBertCrfConfig.model_type:
         return SpanBertCrfForQuestionAnswering.from_pretrained(
             cfg.name_or_path, attn_implementation=cfg.attn_implementation, dtype=torch.float32, **crf
         )

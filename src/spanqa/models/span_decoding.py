@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spanqa.models.heads import WindowCandidates, check_windows
+from spanqa.models.candidates import WindowCandidates, check_windows
 
 
 def _top_n_sorted(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

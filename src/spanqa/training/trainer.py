@@ -31,7 +31,8 @@ from spanqa.errors import TrainingError
 from spanqa.eval.answers import Predictions
 from spanqa.eval.policies import Outcome, postprocess, score, tuned_threshold, write_artifacts
 from spanqa.files import write_json
-from spanqa.models.heads import Head, WindowCandidates, get_head
+from spanqa.models.candidates import WindowCandidates
+from spanqa.models.heads import Head, get_head
 from spanqa.training.distributed import broadcast
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,71 @@
+"""What a run dir holds and what it means when a run starts there again; run.json written whole or not at all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spanqa.errors import ConfigError
+from spanqa.training.records import RECORD, best_epoch, last_checkpoint, run_state, summary_line
+
+
+def checkpoint(run: Path, step: int, complete: bool = True) -> Path:
+    path = run / "checkpoints" / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    if complete:
+        (path / "trainer_state.json").write_text("{}")
+    return path
+
+
+def test_run_state_of_each_kind_of_run_dir(tmp_path: Path) -> None:
+    assert run_state(tmp_path, resume=False, multirun=False) == "fresh"
+    with pytest.raises(ConfigError, match=r"resume=true but run dir .* has no checkpoint"):
+        run_state(tmp_path, resume=True, multirun=False)
+    checkpoint(tmp_path, 10)
+    with pytest.raises(ConfigError, match="already holds checkpoints: pass resume=true"):
+        run_state(tmp_path, resume=False, multirun=False)
+    assert run_state(tmp_path, resume=True, multirun=False) == "resume"
+    assert run_state(tmp_path, resume=False, multirun=True) == "resume"
+    (tmp_path / RECORD).write_text("{}")
+    assert run_state(tmp_path, resume=False, multirun=True) == "done"
+    with pytest.raises(ConfigError, match="holds a finished run"):
+        run_state(tmp_path, resume=True, multirun=False)
+
+
+def test_the_last_complete_checkpoint_is_resumed(tmp_path: Path) -> None:
+    assert last_checkpoint(tmp_path) is None
+    checkpoint(tmp_path, 9)
+    checkpoint(tmp_path, 10)
+    checkpoint(tmp_path, 20, complete=False)  # killed while saving: trainer_state.json is written last
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-10")
+
+
+def test_best_epoch_and_the_summary_line(tmp_path: Path) -> None:
+    history = [{"eval_f1": 50.0, "step": 10, "epoch": 1.0}, {"eval_f1": 60.0, "step": 20, "epoch": 2.0}]
+    assert best_epoch("/r/checkpoints/checkpoint-20", history) == 2.0
+    assert best_epoch(None, history) is None
+    metrics = {"eval_exact": 55.0, "eval_f1": 60.0, "eval_HasAns_f1": 70.0, "eval_NoAns_f1": 50.0}
+    metrics |= {"eval_NoAns_total": 40, "eval_total": 100, "best_epoch": 2.0}
+    assert summary_line("spanbert-seed1", metrics, tmp_path) == (
+        f'spanbert-seed1: EM 55.00  F1 60.00  (HasAns F1 70.00, NoAns F1 50.00; all-"" baseline F1 40.00)  '
+        f"best epoch 2.0  → {tmp_path}"
+    )
+
+
+def test_records_are_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer killed mid-file leaves the previous run.json (or none), never half of one."""
+    from spanqa import files
+
+    target = tmp_path / RECORD
+    files.write_json(target, {"metrics": {"eval_f1": 1.0}})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        files.write_json(target, {"metrics": {"eval_f1": 2.0}})
+    assert json.loads(target.read_text()) == {"metrics": {"eval_f1": 1.0}}
+    assert [p.name for p in tmp_path.iterdir()] == [RECORD]  # no temporary file left behind
