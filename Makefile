@@ -19,7 +19,7 @@ NGPUS ?= 2
 DDP_DIR := outputs/runs/$(shell date +%Y-%m-%d)/$(shell date +%H-%M-%S)_$(or $(model),spanbert)-ddp$(NGPUS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup smoke train train-ddp demo test test-slow lint sweep compare predict bench-postprocess bench-crf bench-throughput
+.PHONY: help setup smoke train train-ddp demo test test-slow lint sweep compare predict bench-postprocess bench-crf bench-throughput bench-trainer
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -72,3 +72,6 @@ bench-throughput: setup  ## throughput, MFU and projected 6-epoch time of both h
 
 bench-crf: setup  ## CRF vs plain step time, both CRF forward algorithms (ARGS="--size tiny", "--device cuda")
 	$(PY) -m spanqa.benchmarks.crf_step $(ARGS)
+
+bench-trainer: setup  ## the project's QATrainer: steps/s, projected 6-epoch time, eval rate, per head and compile mode
+	$(PY) -m spanqa.benchmarks.trainer_steps $(ARGS)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from spanqa.config import Config, validate
 from spanqa.data import demo
@@ -84,21 +86,25 @@ def long_context(answer_sentence: str, before: int, after: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- demo runs
-def demo_config(demo_dir: Path, *overrides: str) -> Config:
-    """The demo experiment on 200 training and 80 dev questions, composed and validated as `make train` does."""
+def compose_demo(demo_dir: Path, *overrides: str, logger: str = "none") -> DictConfig:
+    """The demo experiment on 200 training and 80 dev questions, composed as `make train` composes it."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
+        return compose(
             config_name="config",
             overrides=[
                 "experiment=demo",
                 f"demo.dir={demo_dir}",
-                "logger=none",
+                f"logger={logger}",
                 "data.max_train_samples=200",
                 "data.max_eval_samples=80",
                 *overrides,
             ],
         )
-    return validate(cfg)
+
+
+def demo_config(demo_dir: Path, *overrides: str) -> Config:
+    """`compose_demo`, validated."""
+    return validate(compose_demo(demo_dir, *overrides))
 
 
 def demo_trainer(conf: Config, run_dir: Path) -> Any:
@@ -116,3 +122,32 @@ def demo_trainer(conf: Config, run_dir: Path) -> Any:
     model = load_model(conf.model, conf.data.max_answer_length)
     data = prepare_data(conf.data, tokenizer, conf.seed)
     return build_trainer(conf, training_arguments(conf, run_dir, []), model, tokenizer, data, run_dir)
+
+
+# ---------------------------------------------------------------------------------------------------- W&B offline runs
+def wandb_records(path: Path) -> Iterator[Any]:
+    """The records of an offline run's .wandb file: wandb's LevelDB-style log (a 7-byte ":W&B" header, then
+    32 KiB blocks of records framed as checksum, length, type) of protobuf `Record`s. wandb ships no reader."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run log"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def wandb_exit_code(run_dir: Path) -> int | None:
+    """The exit code a run dir's offline W&B run was finished with (None: never finished)."""
+    (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    return next((r.exit.exit_code for r in wandb_records(log) if r.HasField("exit")), None)

@@ -67,6 +67,12 @@ def test_report_table_matches_the_runs_saved_metrics(
         assert cells[8] == f"{np.mean([r['train_runtime_s'] for r in records]):.0f}"
         assert cells[10] == f"{records[0]['num_parameters']:,}"
     assert "| spanbert_crf | 3 |" in stdout  # the table is printed too
+    # Learning dynamics beside the scores: the fake CRF runs' norms are all above max_grad_norm, the plain ones' half.
+    assert rows["spanbert_crf"][-1] == "100%"
+    plain = [h["grad_norm"] for p in sorted(multirun.glob("*_spanbert-seed[123]/run.json"))
+             for h in json.loads(p.read_text())["log_history"] if "grad_norm" in h]  # fmt: skip
+    assert rows["spanbert"][-1] == f"{100 * np.mean(np.array(plain) > 1.0):.0f}%"
+    assert rows["spanbert"][-2] == f"{np.median(plain):.2f}"
 
 
 def test_unfinished_run_is_listed_as_skipped(multirun: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -130,7 +136,7 @@ def test_pngs_are_written_and_non_trivial(multirun: Path, tmp_path: Path, capsys
     assert run_main([str(multirun), "--out", str(out), "--resamples", "200"], capsys)[0] == 0
     import matplotlib.image
 
-    for name in ("loss_curves.png", "f1_curves.png", "metrics_bars.png"):
+    for name in ("loss_curves.png", "f1_curves.png", "grad_norms.png", "metrics_bars.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
         pixels = matplotlib.image.imread(out / name)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spanqa.comparison import stats
-from spanqa.comparison.plots import history_curves, plot_f1_curves, plot_loss_curves, plot_metric_bars
+from spanqa.comparison.plots import history_curves, plot_f1_curves, plot_grad_norms, plot_loss_curves, plot_metric_bars
 from spanqa.comparison.report import render_comparison, render_report, render_summary
 from spanqa.comparison.runs import (
     Group,
@@ -37,9 +37,11 @@ def write_figures(groups: list[Group], table: list[dict[str, Any]], out: Path) -
         return {label: [c[key] for c in cs] for label, cs in per.items()}
 
     bars = {row["group"]: {m: row[m] for m in stats.SUMMARY_METRICS} for row in table}
+    limits = {g.label: float(g.runs[0].config.get("optimizer.max_grad_norm", 1.0)) for g in groups}
     return [
         plot_loss_curves(pick("loss"), pick("eval_loss"), out / "loss_curves.png"),
         plot_f1_curves(pick("eval_f1"), pick("eval_exact"), out / "f1_curves.png"),
+        plot_grad_norms(pick("grad_norm"), limits, out / "grad_norms.png"),
         plot_metric_bars(bars, stats.SUMMARY_METRICS, out / "metrics_bars.png"),
     ]
 

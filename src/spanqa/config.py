@@ -25,8 +25,9 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
 
 
-def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    _require(value in allowed, key, value, "allowed values are " + ", ".join(allowed))
+def _one_of(key: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    names = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
+    _require(value in allowed and type(value) in {type(a) for a in allowed}, key, value, "allowed values are " + names)
 
 
 # Allowed values that name code elsewhere: the heads of `spanqa.models.heads.HEADS` and the CRF's training-loss
@@ -34,6 +35,7 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 # test holds them equal.
 HEAD_NAMES = ("span", "crf")
 CRF_FORWARD_ALGORITHMS = ("parallel", "pytorch_crf")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 
 # Single-segment ids the pinned huggingface_hub rejects ("Repository id must be 'namespace/name'"), mapped to the
 # canonical repos that replaced them on the Hub.
@@ -84,9 +86,12 @@ class NullThresholdConfig:
     policy: str = "fixed"
     value: float = 0.5
     held_out_fraction: float = 0.05
+    # Whole articles: questions on a held-out paragraph must not stay in training through its other questions.
+    held_out_by: str = "article"
 
     def __post_init__(self) -> None:
         _one_of("data.null_threshold.policy", self.policy, ("fixed", "tune_on_dev", "held_out"))
+        _one_of("data.null_threshold.held_out_by", self.held_out_by, ("article", "question"))
         _require(0.0 <= self.value <= 1.0, "data.null_threshold.value", self.value, "a probability in [0, 1]")
         _require(
             0.0 < self.held_out_fraction < 1.0,
@@ -109,6 +114,7 @@ class DataConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     num_proc: int | None = None
+    bad_rows: str = "error"  # a malformed training row: error (stop) | skip (drop it, list it in the run dir)
     null_threshold: NullThresholdConfig = field(default_factory=NullThresholdConfig)
 
     def __post_init__(self) -> None:
@@ -146,6 +152,7 @@ class DataConfig:
         )
         _require(self.max_answer_length >= 1, "data.max_answer_length", self.max_answer_length, "must be >= 1")
         _require(self.n_best >= 1, "data.n_best", self.n_best, "must be >= 1")
+        _one_of("data.bad_rows", self.bad_rows, ("error", "skip"))
         for key in ("max_train_samples", "max_eval_samples", "num_proc"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"data.{key}", value, "must be null or >= 1")
@@ -184,10 +191,14 @@ class TrainerConfig:
     precision: str = "auto"
     logging_steps: int = 50
     save_total_limit: int = 2
-    dataloader_workers: int = 0
+    dataloader_workers: int | None = None  # None: 2 on a GPU (collation off the critical path), 0 on CPU
     group_by_length: bool = False
     device: str = "auto"
-    compile: bool = False
+    # Batches padded to the smallest of these widths that fits (null: each batch to its longest window): a
+    # compiled model then sees at most len(pad_widths) shapes, one graph (and CUDA graph) each.
+    pad_widths: list[int] | None = None
+    compile: bool | str = False  # false | default | reduce-overhead (CUDA graphs) | max-autotune; true = default
+    compile_backend: str = "inductor"  # inductor | aot_eager | eager (the last two: debugging, CPU tests)
     cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -195,7 +206,25 @@ class TrainerConfig:
             _require(getattr(self, key) >= 1, f"trainer.{key}", getattr(self, key), "must be >= 1")
         _require(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps", self.max_steps, "-1 or >= 1")
         _require(self.save_total_limit >= 1, "trainer.save_total_limit", self.save_total_limit, "must be >= 1")
-        _require(self.dataloader_workers >= 0, "trainer.dataloader_workers", self.dataloader_workers, ">= 0")
+        _require(
+            self.dataloader_workers is None or self.dataloader_workers >= 0,
+            "trainer.dataloader_workers",
+            self.dataloader_workers,
+            "null (automatic) or >= 0",
+        )
+        if self.compile is True:
+            self.compile = "default"
+        _one_of("trainer.compile", self.compile, (False, *COMPILE_MODES))
+        _one_of("trainer.compile_backend", self.compile_backend, ("inductor", "aot_eager", "eager"))
+        if self.pad_widths is not None:
+            _require(
+                len(self.pad_widths) >= 1
+                and all(w >= 8 for w in self.pad_widths)
+                and list(self.pad_widths) == sorted(set(self.pad_widths)),
+                "trainer.pad_widths",
+                self.pad_widths,
+                "null or increasing widths >= 8, e.g. [128, 192, 256, 320, 384]",
+            )
         _require(
             self.cpu_threads is None or self.cpu_threads >= 1, "trainer.cpu_threads", self.cpu_threads, "null or >= 1"
         )
@@ -213,7 +242,7 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _one_of("logger.backend", self.backend, ("wandb", "none"))
+        _one_of("logger.backend", self.backend, ("wandb", "tensorboard", "none"))
         _one_of("logger.mode", self.mode, ("auto", "online", "offline", "disabled"))
 
 
@@ -241,6 +270,24 @@ class Config:
     run_name: str = "spanbert-seed42"
     optimized_metric: str = "eval_f1"
     resume: bool = False
+    rerun_changed: bool = False  # a relaunched job whose config changed: run it again (the old run is kept aside)
+
+    def __post_init__(self) -> None:
+        widths = self.trainer.pad_widths
+        if widths is not None:
+            _require(
+                widths[-1] >= self.data.max_length,
+                "trainer.pad_widths",
+                widths,
+                f"the largest width must hold the longest window, data.max_length={self.data.max_length}",
+            )
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"lr": 3e-05}} → {"optimizer.lr": 3e-05}: a config as its dotted keys."""
+    if isinstance(tree, dict) and tree:
+        return {k: v for key, sub in tree.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
 
 
 def register_configs() -> None:

@@ -1,5 +1,6 @@
 """Errors that mean "the user asked for something that cannot work", and the one way every command reports them:
-`error: <message>` on one line of stderr, exit status 2, no traceback.
+`error: <message>` on one line of stderr, exit status 2, no traceback. Also the one early end that is no error:
+training stopped by a preemption signal, to be requeued (exit status 75).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 EXIT_BAD_INPUT = 2
+EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL, "try again later": a SLURM job script requeues on it
 
 
 class SpanQAError(Exception):
@@ -37,15 +39,27 @@ class TrainingError(SpanQAError):
     """Training cannot go on: the loss or the model's outputs stopped being finite."""
 
 
-def fail(message: str) -> NoReturn:
-    """Report one line and exit 2. A progress bar left open by an interrupted loop would redraw itself at exit,
-    after the error line, so open bars are closed first."""
+class Preempted(Exception):
+    """Training stopped on a signal after saving a complete checkpoint at `step`; the job is to be requeued."""
+
+    def __init__(self, step: int, signal_name: str, checkpoint_dir: str) -> None:
+        super().__init__(f"stopped by {signal_name} after step {step}")
+        self.step, self.signal_name, self.checkpoint_dir = step, signal_name, checkpoint_dir
+
+
+def stop(line: str, status: int) -> NoReturn:
+    """End a command with one last line on stderr. A progress bar left open by an interrupted loop would redraw
+    itself at exit, after that line, so open bars are closed first."""
     tqdm = sys.modules.get("tqdm")
     if tqdm is not None:
         for bar in list(getattr(tqdm.tqdm, "_instances", ())):
             bar.close()
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_BAD_INPUT)
+    print(line, file=sys.stderr)
+    raise SystemExit(status)
+
+
+def fail(message: str) -> NoReturn:
+    stop(f"error: {message}", EXIT_BAD_INPUT)
 
 
 @contextmanager

@@ -62,7 +62,7 @@ def test_merged_demo_data_keeps_every_question_and_answer():
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    paragraphs = make_squad_v2(100, seed=9)["data"][0]["paragraphs"]
+    paragraphs = [p for a in make_squad_v2(100, seed=9)["data"] for p in a["paragraphs"]]
     out = tmp_path_factory.mktemp("tokenizer")
     train_tokenizer([p["context"] for p in paragraphs] + [qa["question"] for p in paragraphs for qa in p["qas"]], out)
     return out

@@ -71,7 +71,7 @@ def write_run(
     config = {
         "model": {"name": model, "name_or_path": "${demo.dir}/tiny-bert", "head": head, "crf_num_candidates": 4},
         "data": {"dataset_name": None, "train_file": "${demo.dir}/train.json", "max_length": 64},
-        "optimizer": {"lr": lr, "weight_decay": 0.01},
+        "optimizer": {"lr": lr, "weight_decay": 0.01, "max_grad_norm": 1.0},
         "trainer": {"epochs": epochs, "batch_size": 16, "logging_steps": 10, "dataloader_workers": 0},
         "logger": {"backend": "none", "group": "${model.name}", "tags": ["demo", f"s{seed}"]},
         "demo": {"dir": demo_dir, "dev_examples": N_QUESTIONS},
@@ -89,7 +89,10 @@ def write_run(
     for epoch in range(1, epochs + 1):
         for step in range((epoch - 1) * steps_per_epoch + 10, epoch * steps_per_epoch + 1, 10):
             loss = 4.0 * np.exp(-step / 40) + 0.3 * rng.random() + (3.0 if head == "crf" else 0.0)
-            history.append({"loss": loss, "grad_norm": 1.0, "learning_rate": lr, "epoch": step / 30, "step": step})
+            grad_norm = 3.0 + rng.random() if head == "crf" else 0.5 + rng.random()  # CRF: always clipped at 1
+            history.append(
+                {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr, "epoch": step / 30, "step": step}
+            )
         f1 = metrics["eval_f1"] - 8 * (epochs - epoch) + rng.normal(0, 1)
         em = f1 - 5
         history.append({"eval_loss": 2.0 / epoch, "eval_f1": f1, "eval_exact": em, "epoch": float(epoch)})

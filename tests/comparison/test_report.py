@@ -24,6 +24,8 @@ def row(group: str, f1: float) -> dict:
         "train_time_s": 1234.4,
         "steps_per_s": 9.876,
         "params": [108_893_186],
+        "grad_norm": 12.34,
+        "clipped": 0.875,
     }
 
 
@@ -32,7 +34,7 @@ def test_summary_cells_show_mean_and_std_and_leave_missing_values_as_dashes() ->
     assert lines[0].startswith("| group | n seeds | EM | F1 | HasAns F1 | NoAns F1 |")
     assert lines[2] == (
         "| spanbert | 3 | 77.00 ± 0.50 | 80.00 ± 0.25 | 85.00 | – | 81.00 | 0.432 | 0.500 (held_out) | 1234 | 9.88 "
-        "| 108,893,186 |"
+        "| 108,893,186 | 12.34 | 88% |"
     )
 
 

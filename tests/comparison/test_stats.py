@@ -178,3 +178,17 @@ def test_summarize_group_of_records() -> None:
     assert row["exact"] == pytest.approx((66.0, math.sqrt(2)))
     assert all(math.isnan(v) for v in row["HasAns_f1"])
     assert (row["train_time_s"], row["steps_per_s"], row["params"], row["policy"]) == (110.0, 2.5, [10], "fixed")
+
+
+def test_gradient_clipping_counts_logged_training_steps_above_the_limit() -> None:
+    history = [
+        {"loss": 2.0, "grad_norm": 0.5, "step": 10},
+        {"loss": 1.9, "grad_norm": 3.0, "step": 20},
+        {"eval_f1": 40.0, "step": 20},  # evaluations carry no grad_norm
+        {"loss": 1.8, "grad_norm": 5.0, "step": 30},
+        {"train_runtime": 10.0},
+        {"loss": 1.0, "grad_norm": 99.0},  # after training: not counted
+    ]
+    median, clipped = stats.gradient_clipping([(history, 1.0), ([{"loss": 1.0, "grad_norm": 0.9}], 1.0)])
+    assert (median, clipped) == (pytest.approx(1.95), 0.5)  # norms 0.5, 0.9, 3.0, 5.0; two of four above 1
+    assert all(math.isnan(x) for x in stats.gradient_clipping([([], 1.0)]))

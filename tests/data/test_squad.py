@@ -27,7 +27,7 @@ def load(tmp_path: Path, train: Any, dev: Any = None) -> Any:
         path = tmp_path / name
         path.write_text(blob if isinstance(blob, str) else json.dumps(blob))
         paths.append(str(path))
-    return load_examples(DataConfig(dataset_name=None, train_file=paths[0], validation_file=paths[1]))
+    return load_examples(DataConfig(dataset_name=None, train_file=paths[0], validation_file=paths[1]))[0]
 
 
 def test_local_official_json_loads_with_unanswerable(tmp_path: Path) -> None:
@@ -48,10 +48,10 @@ def test_local_official_json_loads_with_unanswerable(tmp_path: Path) -> None:
     [
         (
             squad([{**GOOD, "answers": [{"text": "Bilbao", "answer_start": 3}]}]),
-            "train: question 'a1': answer 'Bilbao' is not at answer_start=3",
+            "train: question 'a1' has an answer 'Bilbao' not at answer_start=3 of its context (data.bad_rows",
         ),
-        (squad([GOOD, GOOD]), "train: duplicate question id 'a1'"),
-        (squad([{**GOOD, "is_impossible": True}]), "question 'a1' has is_impossible=true but also answers"),
+        (squad([GOOD, GOOD]), "train: question 'a1' repeats the id of an earlier question"),
+        (squad([{**GOOD, "is_impossible": True}]), "train: question 'a1' has is_impossible=true but also answers"),
         (squad([{**GOOD, "question": "  "}]), "train: question 'a1' has an empty question"),
         (squad([{**GOOD, "answers": []}], context=" "), "train: question 'a1' has an empty context"),
         (
@@ -84,8 +84,8 @@ def test_the_hub_dataset_layout_loads_through_dataset_name_like_the_official_jso
 ) -> None:
     from spanqa.data.squad import load_examples
 
-    hub = load_examples(DataConfig(dataset_name=str(real["dataset"])))
-    files = load_examples(
+    hub, _ = load_examples(DataConfig(dataset_name=str(real["dataset"])))
+    files, _ = load_examples(
         DataConfig(train_file=str(demo_dir / "train.json"), validation_file=str(demo_dir / "dev.json"))
     )
     for split in ("train", "validation"):
@@ -93,7 +93,7 @@ def test_the_hub_dataset_layout_loads_through_dataset_name_like_the_official_jso
         assert hub[split][:] == files[split][:]
     # A copy saved with DatasetDict.save_to_disk works the same way.
     hub.save_to_disk(str(tmp_path / "saved"))
-    assert load_examples(DataConfig(dataset_name=str(tmp_path / "saved")))["validation"][:] == files["validation"][:]
+    assert load_examples(DataConfig(dataset_name=str(tmp_path / "saved")))[0]["validation"][:] == files["validation"][:]
 
 
 def test_a_dataset_in_another_schema_names_the_missing_columns(real: dict[str, Path]) -> None:

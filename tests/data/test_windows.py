@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from spanqa.config import DataConfig
 from spanqa.data.windows import make_windows
+from spanqa.errors import DataError
 
 FILLER = "The market opened early on most days of the week. "
 
@@ -113,3 +115,23 @@ def test_long_questions_are_cut_to_max_query_length(tokenizer) -> None:
     )
     first_context = out["context_mask"][0].index(1)
     assert first_context == 1 + 10 + 1  # [CLS] + 10 question tokens + [SEP]
+
+
+def test_held_out_articles_share_no_title_with_the_training_questions(demo_dir: Path) -> None:
+    from spanqa.config import DataConfig
+    from spanqa.data.squad import load_examples
+    from spanqa.data.windows import hold_out
+
+    raw, _ = load_examples(
+        DataConfig(train_file=str(demo_dir / "train.json"), validation_file=str(demo_dir / "dev.json"))
+    )
+    train = raw["train"]
+    kept, held = hold_out(train, 0.05, "article", seed=3)
+    assert len(kept) + len(held) == len(train) and len(held) >= 0.05 * len(train)
+    assert not set(kept["title"]) & set(held["title"])
+    assert hold_out(train, 0.05, "article", seed=3)[1]["id"] == held["id"]  # seeded
+    # By question, paragraphs (and their articles) straddle the split: what the article split avoids.
+    kept_q, held_q = hold_out(train, 0.05, "question", seed=3)
+    assert set(kept_q["title"]) & set(held_q["title"])
+    with pytest.raises(DataError, match=r"held_out_by=article needs articles: the training data has 1 distinct"):
+        hold_out(train.map(lambda row: {"title": "one"}), 0.05, "article", seed=3)

@@ -26,20 +26,28 @@ pytestmark = pytest.mark.slow
 SQUAD_KEYS = ("eval_exact", "eval_f1", "eval_HasAns_f1", "eval_NoAns_f1", "eval_best_f1", "eval_best_f1_thresh")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
-# Runs spanqa.train as torchrun's entry script, logging every Path.write_text per rank (the records and
-# eval artifacts are all written that way), so the test can tell which rank wrote what.
+# Runs spanqa.train as torchrun's entry script, logging per rank every file written with Path.write_text and
+# every file an atomic write renames into place (Path.replace's target): the records, eval artifacts and W&B id
+# are all written one of those ways, so the test can tell which rank wrote what.
 PROBE = """
 import os, pathlib, runpy
 
-_write_text = pathlib.Path.write_text
+_write_text, _replace = pathlib.Path.write_text, pathlib.Path.replace
 
-def _logged(self, *args, **kwargs):
+def _log(path):
     log = os.path.join(os.environ["PROBE_DIR"], "writes-rank" + os.environ["RANK"] + ".txt")
     with open(log, "a", encoding="utf-8") as f:
-        f.write(str(self) + "\\n")
+        f.write(str(path) + "\\n")
+
+def _logged_write(self, *args, **kwargs):
+    _log(self)
     return _write_text(self, *args, **kwargs)
 
-pathlib.Path.write_text = _logged
+def _logged_replace(self, target):
+    _log(target)
+    return _replace(self, target)
+
+pathlib.Path.write_text, pathlib.Path.replace = _logged_write, _logged_replace
 runpy.run_module("spanqa.train", run_name="__main__", alter_sys=True)
 """
 
@@ -139,8 +147,8 @@ def test_ddp_writes_records_once_into_rank_0s_run_dir(tmp_path: Path, demo_dir: 
     assert written.count(str(run_dir / "run.json")) == 1
     assert all(Path(p).is_relative_to(run_dir) for p in written)
     for name in ("predictions", "na_probs", "per_question", "eval_results"):
-        assert str(run_dir / "eval" / "step-3" / f"{name}.tmp") in written  # written as .tmp, then renamed
-        assert (run_dir / "eval" / "step-3" / f"{name}.json").is_file()
+        assert str(run_dir / "eval" / "step-3" / f"{name}.json") in written  # renamed into place
+    assert not list(run_dir.rglob("*.tmp"))  # no half-written file left behind
 
     checkpoints = list((run_dir / "checkpoints").glob("checkpoint-*"))
     assert checkpoints and all((c / f"rng_state_{r}.pth").is_file() for c in checkpoints for r in (0, 1))

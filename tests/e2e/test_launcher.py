@@ -31,11 +31,11 @@ def test_slurm_config_extends_the_submitit_slurm_launcher() -> None:
     assert launcher["_target_"] == SLURM_LAUNCHER
     expected = {
         "nodes": 1, "tasks_per_node": 1, "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 64, "timeout_min": 600,
-        "partition": None, "array_parallelism": 8, "max_num_timeout": 0,
+        "partition": None, "array_parallelism": 8, "max_num_timeout": 3,
         "submitit_folder": "${hydra.sweep.dir}/.submitit/%j",
     }  # fmt: skip
     assert {key: launcher[key] for key in expected} == expected
-    assert launcher["signal_delay_s"] == 120  # inherited from submitit_slurm
+    assert launcher["signal_delay_s"] == 120  # USR2 two minutes before the time limit
     site = compose_slurm("hydra.launcher.partition=gpu", "hydra.launcher.account=nlp").hydra.launcher
     assert (site.partition, site.account, site.mem_gb) == ("gpu", "nlp", 64)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, subprocess_env
+from tests.helpers import REPO, compose_demo, last_line, run_module, subprocess_env, wandb_exit_code
 
 
 def train(run_dir: Path, demo_dir: Path, *overrides: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -60,7 +60,7 @@ def test_tiny_run_writes_wandb_offline_run_metrics_and_artifacts(tmp_path: Path,
     assert any("eval_loss" in h and "eval_f1" in h for h in record["log_history"])
     predictions = json.loads((run / "predictions.json").read_text())
     official = json.loads((demo_dir / "dev.json").read_text())
-    dev_ids = {qa["id"] for p in official["data"][0]["paragraphs"] for qa in p["qas"]}
+    dev_ids = {qa["id"] for a in official["data"] for p in a["paragraphs"] for qa in p["qas"]}
     assert set(predictions) == dev_ids
     for name in ("null_odds.json", "nbest_predictions.json", "eval_results.json", "per_question.json"):
         assert (run / name).is_file()
@@ -105,3 +105,87 @@ def test_best_checkpoint_is_selected_by_eval_f1(tmp_path: Path, demo_dir: Path) 
     assert record["metrics"]["eval_f1"] == pytest.approx(best["eval_f1"])
     assert record["best_checkpoint"].endswith(f"checkpoint-{best['step']}")
     assert record["metrics"]["best_epoch"] == best["epoch"]
+
+
+@pytest.mark.slow
+def test_a_failed_job_closes_its_wandb_run_as_failed_and_the_next_job_gets_its_own(
+    tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two jobs in one process, as a Hydra multirun runs them: the first diverges (lr 100 with weight decay),
+    the second trains. Each is exactly one W&B run, the first finished with a failure exit code."""
+    import wandb
+
+    from spanqa.errors import TrainingError
+    from spanqa.train import train
+
+    monkeypatch.delenv("WANDB_MODE")
+    diverging = compose_demo(demo_dir, "logger.mode=offline", "trainer.max_steps=20", "optimizer.lr=100",
+                             "optimizer.weight_decay=0.1", "optimizer.warmup_ratio=0", logger="wandb")  # fmt: skip
+    with pytest.raises(TrainingError, match="training loss is nan"):
+        train(diverging, tmp_path / "0_job", multirun=True)
+    assert wandb.run is None  # closed, not left for the next job's wandb.init to attach to
+    trained = compose_demo(demo_dir, "logger.mode=offline", "trainer.max_steps=6", logger="wandb")
+    metrics = train(trained, tmp_path / "1_job", multirun=True)
+    assert metrics["eval_total"] == 80
+    first, second = ((tmp_path / job / "wandb_run_id.txt").read_text() for job in ("0_job", "1_job"))
+    assert first != second
+    assert (wandb_exit_code(tmp_path / "0_job"), wandb_exit_code(tmp_path / "1_job")) == (1, 0)
+
+
+def test_bad_training_rows_are_skipped_and_reported_on_request(tmp_path: Path, demo_dir: Path) -> None:
+    blob = json.loads((demo_dir / "train.json").read_text())
+    paragraph = blob["data"][0]["paragraphs"][0]
+    answerable = next(qa for qa in paragraph["qas"] if qa["answers"])
+    shifted = {**answerable, "id": "bad-offset", "answers": [{**answerable["answers"][0], "answer_start": 0}]}
+    flagged = {**answerable, "id": "bad-flag", "is_impossible": True}
+    paragraph["qas"] += [shifted, flagged]
+    train_file = tmp_path / "train.json"
+    train_file.write_text(json.dumps(blob))
+    common = ["experiment=demo", f"demo.dir={demo_dir}", f"data.train_file={train_file}", "data.max_train_samples=200",
+              "data.max_eval_samples=40", "trainer.max_steps=3", "logger=none"]  # fmt: skip
+    proc = run_module("spanqa.train", *common, f"hydra.run.dir={tmp_path / 'strict'}")
+    assert proc.returncode == 2
+    assert last_line(proc).startswith(
+        f"error: train: question 'bad-offset' has an answer {shifted['answers'][0]['text']!r} not at answer_start=0"
+    )
+    run = tmp_path / "run"
+    proc = run_module("spanqa.train", *common, "data.bad_rows=skip", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((run / "skipped_rows.json").read_text()) == [
+        {"id": "bad-offset", "split": "train", "reason": f"has an answer {shifted['answers'][0]['text']!r} not at "
+         "answer_start=0 of its context"},
+        {"id": "bad-flag", "split": "train", "reason": "has is_impossible=true but also answers"},
+    ]  # fmt: skip
+    assert json.loads((run / "run.json").read_text())["skipped_rows"] == 2
+    assert "(2 malformed training rows skipped: skipped_rows.json)" in proc.stdout
+
+
+def test_tensorboard_logs_the_run_for_clusters_without_wandb(tmp_path: Path, demo_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train(run, demo_dir, "logger=tensorboard", "data.max_train_samples=64", "data.max_eval_samples=40",
+          "trainer.epochs=2", "trainer.logging_steps=2")  # fmt: skip
+    (events,) = {p.parent for p in (run / "tensorboard").rglob("events.out.tfevents.*")}
+    scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/grad_norm", "eval/f1", "eval/loss"} <= set(scalars)
+    assert not (run / "wandb").exists()
+    record = json.loads((run / "run.json").read_text())
+    assert record["wandb_run_id"] is None and record["config"]["logger"]["backend"] == "tensorboard"
+
+
+@pytest.mark.slow
+def test_the_compiled_fixed_width_path_answers_as_the_eager_one(tmp_path: Path, demo_dir: Path) -> None:
+    """The demo for 3 epochs (until the model answers most questions), eager and padded to the longest window,
+    against torch.compile (aot_eager: dynamo's tracing and AOT autograd, without code generation, which takes
+    minutes per graph on this CPU) with batches padded to fixed widths. Padding is masked, so only float summation
+    order may differ: the answers must agree (measured here: all 400, metrics identical)."""
+    eager, fast = tmp_path / "eager", tmp_path / "fast"
+    train(eager, demo_dir, "trainer.epochs=3", "logger=none")
+    train(fast, demo_dir, "trainer.epochs=3", "logger=none", "trainer.compile=default",
+          "trainer.compile_backend=aot_eager", "trainer.pad_widths=[32,48,64]")  # fmt: skip
+    a, b = (json.loads((run / "per_question.json").read_text()) for run in (eager, fast))
+    assert sum(a[q]["prediction"] != "" for q in a) > len(a) / 2  # the model answers: the comparison means something
+    assert sum(a[q]["prediction"] == b[q]["prediction"] for q in a) >= 0.99 * len(a)
+    ma, mb = (json.loads((run / "run.json").read_text())["metrics"] for run in (eager, fast))
+    assert mb["eval_f1"] == pytest.approx(ma["eval_f1"], abs=0.5)

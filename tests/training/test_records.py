@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from spanqa.errors import ConfigError
-from spanqa.training.records import RECORD, best_epoch, last_checkpoint, run_state, summary_line
+from spanqa.training.records import (
+    RECORD,
+    RunIdentity,
+    best_epoch,
+    last_checkpoint,
+    record_start,
+    run_state,
+    summary_line,
+)
 
 
 def checkpoint(run: Path, step: int, complete: bool = True) -> Path:
@@ -69,3 +78,57 @@ def test_records_are_written_atomically(tmp_path: Path, monkeypatch: pytest.Monk
         files.write_json(target, {"metrics": {"eval_f1": 2.0}})
     assert json.loads(target.read_text()) == {"metrics": {"eval_f1": 1.0}}
     assert [p.name for p in tmp_path.iterdir()] == [RECORD]  # no temporary file left behind
+
+
+BASE = {
+    "model": {"name": "spanbert", "head": "span"},
+    "trainer": {"epochs": 6, "logging_steps": 50, "batch_size": 8},
+    "logger": {"project": "spanqa"},
+    "seed": 1,
+}
+
+
+def config(**changes: Any) -> dict[str, Any]:
+    """BASE with dotted-key changes: config(**{"trainer.epochs": 4})."""
+    out = json.loads(json.dumps(BASE))
+    for key, value in changes.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return out
+
+
+def test_a_relaunched_sweep_skips_only_a_job_with_the_same_config(tmp_path: Path) -> None:
+    job = tmp_path / "0_spanbert-seed1"
+    job.mkdir()
+    (job / RECORD).write_text(json.dumps({"config": BASE, "metrics": {"eval_f1": 50.0}}))
+    assert run_state(job, False, True, RunIdentity.of(config())) == "done"
+    # Keys that change how a run goes, not what it computes, leave it the same job.
+    same_job = config(**{"trainer.logging_steps": 10, "logger.project": "other"})
+    assert run_state(job, False, True, RunIdentity.of(same_job)) == "done"
+    changed = RunIdentity.of(config(**{"trainer.epochs": 4, "seed": 2}))
+    with pytest.raises(ConfigError) as err:
+        run_state(job, False, True, changed)
+    assert str(err.value) == (
+        f"run dir {str(job)!r} holds a finished run of another config (seed: 1 → 2; trainer.epochs: 6 → 4): pass "
+        "rerun_changed=true to run it again (the earlier run is kept in superseded/), or relaunch into a new "
+        "hydra.sweep.dir"
+    )
+    assert (job / RECORD).is_file()  # refused: nothing moved
+    assert run_state(job, False, True, changed, rerun_changed=True) == "fresh"
+    (kept,) = (job / "superseded").iterdir()
+    assert json.loads((kept / RECORD).read_text())["metrics"] == {"eval_f1": 50.0}
+    assert not (job / RECORD).exists()
+
+
+def test_an_interrupted_job_resumes_only_under_the_config_it_started_with(tmp_path: Path) -> None:
+    record_start(tmp_path, RunIdentity.of(config()))
+    checkpoint(tmp_path, 10)
+    assert run_state(tmp_path, False, True, RunIdentity.of(config())) == "resume"
+    assert run_state(tmp_path, True, False, RunIdentity.of(config())) == "resume"
+    with pytest.raises(
+        ConfigError, match=r"holds an interrupted run of another config \(model\.head: 'span' → 'crf'\)"
+    ):
+        run_state(tmp_path, True, False, RunIdentity.of(config(**{"model.head": "crf"})))

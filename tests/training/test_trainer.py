@@ -66,3 +66,38 @@ def test_the_trainer_does_not_filter_nan_losses_out_of_its_logs(tmp_path: Path, 
     trainer = trainer_for(config(demo_dir), tmp_path)
     assert trainer.args.logging_nan_inf_filter is False
     assert any(type(cb).__name__ == "_FlushLossWatch" for cb in trainer.callback_handler.callbacks)
+
+
+class _WidthLog:
+    """A collator that notes the (training?, width) of every batch it pads."""
+
+    def __init__(self, collator, trainer) -> None:
+        self.collator, self.trainer, self.seen = collator, trainer, set()
+        self.pad_token_id = collator.pad_token_id
+
+    def __call__(self, rows):
+        batch = self.collator(rows)
+        self.seen.add((self.trainer.model.training, batch["input_ids"].shape[1]))
+        return batch
+
+
+@pytest.mark.parametrize("model", ["spanbert", "spanbert_crf"])
+def test_a_compiled_model_is_traced_once_per_pad_width_and_mode(tmp_path: Path, demo_dir: Path, model: str) -> None:
+    """torch._dynamo's own counters over a real (tiny) training run and evaluation: one graph per (train/eval,
+    width) seen, no recompilation beyond that, no graph break. (The eager backend traces as inductor does,
+    without its code generation: minutes on this CPU.)"""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    conf = config(demo_dir, f"model={model}", "trainer.compile=default", "trainer.compile_backend=eager",
+                  "trainer.pad_widths=[40,48,56,64]", "trainer.max_steps=12", "trainer.batch_size=4")  # fmt: skip
+    trainer = trainer_for(conf, tmp_path)
+    trainer.data_collator = log = _WidthLog(trainer.data_collator, trainer)
+    torch._dynamo.reset()
+    counters.clear()
+    trainer.train()
+    trainer.evaluate()
+    assert len({width for _, width in log.seen}) >= 2 and {mode for mode, _ in log.seen} == {True, False}
+    assert counters["stats"]["unique_graphs"] == len(log.seen)
+    assert counters["frames"]["ok"] == counters["frames"]["total"] == len(log.seen)
+    assert not counters["graph_break"]

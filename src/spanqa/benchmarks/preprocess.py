@@ -70,7 +70,7 @@ def merge_paragraphs(paragraphs: list[dict[str, Any]], sizes: Sequence[int]) -> 
 
 def make_dataset(n_questions: int, seed: int, title: str, context_repeat: float) -> dict[str, Any]:
     """Official-format SQuAD v2 with at least n_questions questions and contexts of ~context_repeat paragraphs."""
-    blob = make_squad_v2(n_questions, seed=seed, title=title)
+    blob = make_squad_v2(n_questions, seed=seed, title=title, per_article=n_questions)  # one article: merges span it
     if context_repeat != 1:
         rng = random.Random(seed)
         for article in blob["data"]:
@@ -136,7 +136,7 @@ def preprocess_once(train_file: Path, dev_file: Path, tokenizer: Any, num_proc: 
     )
     before = _files(cache)
     t0 = time.perf_counter()
-    raw = load_examples(cfg)
+    raw, _ = load_examples(cfg)
     t1 = time.perf_counter()
     train, evaluation = build_features(raw, tokenizer, cfg)
     t2 = time.perf_counter()

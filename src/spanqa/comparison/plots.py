@@ -30,13 +30,16 @@ def band(curves: Sequence[Mapping[float, float]]) -> tuple[np.ndarray, np.ndarra
 
 
 def history_curves(log_history: Sequence[Mapping[str, Any]]) -> dict[str, dict[float, float]]:
-    """From the Trainer's log history: loss by step; eval_loss, eval_f1, eval_exact by epoch."""
-    out: dict[str, dict[float, float]] = {"loss": {}, "eval_loss": {}, "eval_f1": {}, "eval_exact": {}}
+    """From the Trainer's log history: loss and pre-clip gradient norm by step; eval_loss, eval_f1, eval_exact by
+    epoch."""
+    out: dict[str, dict[float, float]] = {"loss": {}, "grad_norm": {}, "eval_loss": {}, "eval_f1": {}, "eval_exact": {}}
     for entry in log_history:
         if "train_runtime" in entry:
             break  # what follows is the final evaluation of the best checkpoint, not another epoch
         if entry.get("loss") is not None and entry.get("step") is not None:
             out["loss"].setdefault(float(entry["step"]), float(entry["loss"]))
+            if entry.get("grad_norm") is not None:
+                out["grad_norm"].setdefault(float(entry["step"]), float(entry["grad_norm"]))
         for key in ("eval_loss", "eval_f1", "eval_exact"):
             if entry.get(key) is not None and entry.get("epoch") is not None:
                 out[key].setdefault(round(float(entry["epoch"]), 2), float(entry[key]))
@@ -91,6 +94,18 @@ def plot_f1_curves(f1: Curves, exact: Curves, path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     _draw(left, f1, "Eval F1 per epoch (mean over seeds, band = min–max)", "epoch", "F1 (%)", True)
     _draw(right, exact, "Eval exact match per epoch (mean over seeds, band = min–max)", "epoch", "EM (%)", True)
+    return _save(fig, path)
+
+
+def plot_grad_norms(norms: Curves, max_norms: Mapping[str, float], path: Path) -> Path:
+    """Pre-clip gradient norm per logged step, each group's max_grad_norm as a dashed line of its colour."""
+    fig, ax = plt.subplots(figsize=(13, 4.8))
+    _draw(ax, norms, "Gradient norm before clipping (mean over seeds, band = min–max)", "optimizer step", "norm", False)
+    for i, limit in enumerate(max_norms.values()):
+        ax.axhline(limit, color=COLORS[i % len(COLORS)], linestyle="--", linewidth=1, alpha=0.7)
+    ax.set_yscale("log")
+    fig.text(0.5, 0.005, "Dashed: optimizer.max_grad_norm. Steps above it are clipped to it.",
+             ha="center", fontsize=8, color="0.35")  # fmt: skip
     return _save(fig, path)
 
 

@@ -16,6 +16,7 @@ from spanqa.comparison.runs import Comparison, Group, fmt_value
 
 SUMMARY_HEADERS = ["group", "n seeds", "EM", "F1", "HasAns F1", "NoAns F1", "best F1", "best F1 thresh"]
 SUMMARY_HEADERS += ["null thresh (policy)", "train time (s)", "steps/s", "params"]
+SUMMARY_HEADERS += ["grad norm (median, pre-clip)", "clipped steps"]
 BOOTSTRAP_METHOD = (
     "Method: per-question F1 is averaged over each group's seeds and questions are matched by id; {B:,} resamples "
     "draw questions with replacement (numpy, fixed seed). The interval is the 2.5–97.5 percentile of the resampled "
@@ -23,6 +24,11 @@ BOOTSTRAP_METHOD = (
     "at 1. It measures question-sampling noise only; seed noise is in the across-seed line."
 )
 NO_COMPARISON = "Only one group: nothing to compare."
+SUMMARY_NOTE = (
+    "Mean ± sample std (ddof=1) over seeds; scores in %. Gradient norm: the total norm before clipping at each logged "
+    "step, median over the group's runs; clipped steps: the share of logged steps above optimizer.max_grad_norm (a "
+    "head clipped on most steps learns with a smaller effective step)."
+)
 
 
 def _ms(pair: tuple[float, float]) -> str:
@@ -46,7 +52,8 @@ def _summary_cells(row: dict[str, Any]) -> list[Any]:
     threshold = f"{_num(row['null_threshold'], '.3f')} ({row['policy']})"
     params = " / ".join(f"{p:,}" for p in row["params"]) or "–"
     timing = [_num(row["train_time_s"], ".0f"), _num(row["steps_per_s"]), params]
-    return [row["group"], row["n"], *spread, *best, threshold, *timing]
+    clipping = [_num(row["grad_norm"]), "–" if math.isnan(row["clipped"]) else f"{100 * row['clipped']:.0f}%"]
+    return [row["group"], row["n"], *spread, *best, threshold, *timing, *clipping]
 
 
 def render_summary(table: list[dict[str, Any]]) -> str:
@@ -139,7 +146,7 @@ def render_report(
     ]
     out += ["## Runs", "", markdown_table(["group", "seed", "run", "overrides"], rows), ""]
     out += [f"- skipped: {s}" for s in skipped] + ([""] if skipped else [])
-    out += ["## Summary", "", "Mean ± sample std (ddof=1) over seeds; scores in %.", ""]
+    out += ["## Summary", "", SUMMARY_NOTE, ""]
     out += [render_summary(table), "", "## Does the candidate help?", ""]
     out += [render_comparison(comparison), ""]
     out += ["## Error analysis", "", render_errors(groups), "", "## Figures", ""]

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from spanqa.comparison import stats
+from spanqa.config import flatten
 from spanqa.env import wandb_key_configured, wandb_server_reachable
 from spanqa.errors import DataError
 from spanqa.models.heads import BASELINE
@@ -62,13 +63,6 @@ class Group:
         return [r.per_question for r in self.runs if r.per_question]
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"optimizer": {"lr": 3e-05}} → {"optimizer.lr": 3e-05}."""
-    if isinstance(tree, dict) and tree:
-        return {k: v for key, sub in tree.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: tree}
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -93,26 +87,31 @@ def discover_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def load_run(run_dir: Path) -> Run:
+    """A finished run dir. Its config is the one run.json recorded (Hydra rewrites .hydra/config.yaml when a
+    sweep is relaunched into the dir, even a relaunch that is then refused); .hydra/ for runs that predate that."""
+    record = _read_json(run_dir / "run.json")
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        raise DataError(f"{run_dir / 'run.json'}: no metrics object")
     try:
-        cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-        try:
-            tree = OmegaConf.to_container(cfg, resolve=True)
-        except Exception:  # Hydra-only resolvers (${now:...}, ${hydra:...}) do not exist outside a Hydra job
-            tree = OmegaConf.to_container(cfg, resolve=False)
+        if isinstance(record.get("config"), dict):
+            tree = record["config"]
+        else:
+            cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+            try:
+                tree = OmegaConf.to_container(cfg, resolve=True)
+            except Exception:  # Hydra-only resolvers (${now:...}, ${hydra:...}) do not exist outside a Hydra job
+                tree = OmegaConf.to_container(cfg, resolve=False)
         ov_file = run_dir / ".hydra" / "overrides.yaml"
         overrides = [str(o) for o in OmegaConf.load(ov_file)] if ov_file.is_file() else []
     except Exception as exc:
         raise DataError(f"{run_dir}: unreadable .hydra config ({str(exc).splitlines()[0]})") from None
-    record = _read_json(run_dir / "run.json")
-    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
-        raise DataError(f"{run_dir / 'run.json'}: no metrics object")
     pq_file = run_dir / "per_question.json"
     return Run(
         path=str(run_dir),
         config=flatten(tree),  # type: ignore[arg-type]
         record=record,
         per_question=_read_json(pq_file) if pq_file.is_file() else None,
-        overrides=overrides,
+        overrides=record.get("overrides", overrides),
     )
 
 
@@ -180,7 +179,16 @@ def group_runs(runs: list[Run]) -> list[Group]:
 
 
 def summary_table(groups: list[Group]) -> list[dict[str, Any]]:
-    return [{"group": g.label, **stats.summarize([r.record for r in g.runs])} for g in groups]
+    rows = []
+    for g in groups:
+        histories = [
+            (r.record.get("log_history") or [], float(r.config.get("optimizer.max_grad_norm", 1.0))) for r in g.runs
+        ]
+        norm, clipped = stats.gradient_clipping(histories)
+        rows.append(
+            {"group": g.label, **stats.summarize([r.record for r in g.runs]), "grad_norm": norm, "clipped": clipped}
+        )
+    return rows
 
 
 def fmt_value(v: Any) -> str:

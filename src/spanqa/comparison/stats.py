@@ -191,3 +191,20 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "steps_per_s": mean(r.get("train_steps_per_second") for r in records),
         "params": sorted({r["num_parameters"] for r in records if r.get("num_parameters") is not None}),
     }
+
+
+def gradient_clipping(runs: Sequence[tuple[Sequence[Mapping[str, Any]], float]]) -> tuple[float, float]:
+    """(median pre-clip gradient norm, fraction of logged steps clipped) over a group's runs: each run's Trainer
+    log history (training part: every logging step's `grad_norm`, the total norm before clipping) and its
+    max_grad_norm. A head whose norms sit far above the limit is trained with a smaller effective step."""
+    norms, clipped = [], 0
+    for history, max_norm in runs:
+        for entry in history:
+            if "train_runtime" in entry:
+                break
+            if entry.get("grad_norm") is not None and entry.get("loss") is not None:
+                norms.append(float(entry["grad_norm"]))
+                clipped += float(entry["grad_norm"]) > max_norm
+    if not norms:
+        return math.nan, math.nan
+    return float(np.median(norms)), clipped / len(norms)

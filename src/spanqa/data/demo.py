@@ -85,8 +85,9 @@ def _stranger(rng: random.Random, known: set[str]) -> str:
     return name
 
 
-def make_squad_v2(n_questions: int, seed: int, title: str = "demo") -> dict[str, Any]:
-    """An official-format SQuAD v2 dict with at least n_questions questions."""
+def make_squad_v2(n_questions: int, seed: int, title: str = "demo", per_article: int = 5) -> dict[str, Any]:
+    """An official-format SQuAD v2 dict with at least n_questions questions, `per_article` paragraphs per article
+    (titled `<title>-<k>`), as SQuAD groups them."""
     rng = random.Random(seed)
     paragraphs: list[dict[str, Any]] = []
     count = 0
@@ -94,7 +95,8 @@ def make_squad_v2(n_questions: int, seed: int, title: str = "demo") -> dict[str,
         paragraph = _paragraph(rng, f"{title}{seed}-{len(paragraphs)}")
         paragraphs.append(paragraph)
         count += len(paragraph["qas"])
-    return {"version": "v2.0", "data": [{"title": title, "paragraphs": paragraphs}]}
+    articles = [paragraphs[i : i + per_article] for i in range(0, len(paragraphs), per_article)]
+    return {"version": "v2.0", "data": [{"title": f"{title}-{k}", "paragraphs": ps} for k, ps in enumerate(articles)]}
 
 
 def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int = 1000) -> None:
@@ -147,7 +149,7 @@ def save_tiny_bert(out_dir: Path, vocab_size: int, seed: int = 0, hidden: int = 
 def build_demo_assets(out_dir: str | Path, train_examples: int, dev_examples: int, seed: int) -> Path:
     """Write train.json, dev.json and tiny-bert/ (model + tokenizer) once; later calls reuse them."""
     out = Path(out_dir)
-    stamp = {"train_examples": train_examples, "dev_examples": dev_examples, "seed": seed, "format": 2}
+    stamp = {"train_examples": train_examples, "dev_examples": dev_examples, "seed": seed, "format": 3}
     if (out / "assets.json").is_file() and json.loads((out / "assets.json").read_text()) == stamp:
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -155,8 +157,8 @@ def build_demo_assets(out_dir: str | Path, train_examples: int, dev_examples: in
     dev = make_squad_v2(dev_examples, seed=seed + 1, title="demo-dev")
     for name, blob in (("train.json", train), ("dev.json", dev)):
         (out / name).write_text(json.dumps(blob))
-    texts = [p["context"] for blob in (train, dev) for p in blob["data"][0]["paragraphs"]]
-    texts += [qa["question"] for p in train["data"][0]["paragraphs"] for qa in p["qas"]]
+    texts = [p["context"] for blob in (train, dev) for a in blob["data"] for p in a["paragraphs"]]
+    texts += [qa["question"] for a in train["data"] for p in a["paragraphs"] for qa in p["qas"]]
     train_tokenizer(texts, out / "tiny-bert")
     from transformers import AutoTokenizer
 

@@ -11,7 +11,8 @@ import, in the first second of a run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from spanqa.errors import DataError
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict, Features
 
+log = logging.getLogger(__name__)
 COLUMNS = ("id", "title", "context", "question", "answers")
 SPLITS = ("train", "validation")
 
@@ -86,31 +88,44 @@ def iter_squad(blob: Any, where: str, fields: tuple[str, ...] = ("context", "que
                 }
 
 
-def unique_ids(ids: Iterable[str], where: str) -> None:
-    """The ids must be unique (and there must be some): a duplicate would merge two questions' windows and scores."""
+def repeated(ids: Iterable[str]) -> list[int]:
+    """Positions of ids seen before (a duplicate would merge two questions' windows and scores)."""
     seen: set[str] = set()
-    for qid in ids:
+    out = []
+    for i, qid in enumerate(ids):
         if qid in seen:
-            raise DataError(f"{where}: duplicate question id {qid!r}")
+            out.append(i)
         seen.add(qid)
-    if not seen:
+    return out
+
+
+def unique_ids(ids: Iterable[str], where: str) -> None:
+    """The ids must be unique, and there must be some."""
+    ids = list(ids)
+    if not ids:
         raise DataError(f"{where}: holds no questions")
+    dup = repeated(ids)
+    if dup:
+        raise DataError(f"{where}: duplicate question id {ids[dup[0]]!r}")
+
+
+def row_problem(question: Any, context: Any, texts: Sequence[str] = (), starts: Sequence[int] = ()) -> str | None:
+    """Why a row cannot be used, as a predicate of "question <id> ...", or None: a blank question or context
+    windows into nothing, and an answer not found at its answer_start trains the model on the wrong tokens."""
+    for name, value in (("question", question), ("context", context)):
+        if not isinstance(value, str):
+            return f"has a {name} that is not a string"
+        if not value.strip():
+            return f"has an empty {name}"
+    for text, start in zip(texts, starts, strict=True):
+        if not text or context[start : start + len(text)] != text:
+            return f"has an answer {text!r} not at answer_start={start} of its context"
+    return None
 
 
 def check_question(qid: str, question: Any, context: Any, where: str) -> None:
-    """A question and its context are non-blank strings: a blank one windows into nothing."""
-    for name, value in (("question", question), ("context", context)):
-        if not isinstance(value, str):
-            raise DataError(f"{where}question {qid!r}: {name} is not a string")
-        if not value.strip():
-            raise DataError(f"{where}question {qid!r} has an empty {name}")
-
-
-def check_answers(qid: str, context: str, texts: list[str], starts: list[int], where: str) -> None:
-    """Each answer is found at its answer_start: a shifted offset trains the model on the wrong tokens."""
-    for text, start in zip(texts, starts, strict=True):
-        if not text or context[start : start + len(text)] != text:
-            raise DataError(f"{where}question {qid!r}: answer {text!r} is not at answer_start={start} of its context")
+    if (problem := row_problem(question, context)) is not None:
+        raise DataError(f"{where}question {qid!r} {problem}")
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
@@ -132,40 +147,44 @@ def squad_features() -> Features:
 
 
 def _rows_of_file(path: str, mtime_ns: int) -> Iterator[dict[str, Any]]:
-    """`Dataset.from_generator` rows of one file. `mtime_ns` is unused here but part of the datasets cache key."""
+    """`Dataset.from_generator` rows of one file, with a `problem` for rows only the JSON form can get wrong.
+    `mtime_ns` is unused here but part of the datasets cache key."""
     del mtime_ns
     count = 0
     for row in iter_squad(read_squad_json(path), path):
         count += 1
-        answers = row["answers"]
-        # The official scorer reads only `answers`; a file that also flags them impossible is ambiguous.
-        if row["is_impossible"] and answers:
-            raise DataError(f"{path}: question {row['id']!r} has is_impossible=true but also answers")
+        answers, problem = row["answers"], ""
         try:
             starts = [int(a["answer_start"]) for a in answers]
         except (KeyError, TypeError, ValueError):
-            raise DataError(f"{path}: question {row['id']!r} has an answer without an integer answer_start") from None
+            starts, problem = [0] * len(answers), "has an answer without an integer answer_start"
+        # The official scorer reads only `answers`; a file that also flags them impossible is ambiguous.
+        if row["is_impossible"] and answers:
+            problem = "has is_impossible=true but also answers"
         yield {
             "id": row["id"],
             "title": row["title"],
             "context": row["context"],
             "question": row["question"],
             "answers": {"text": [a["text"] for a in answers], "answer_start": starts},
+            "problem": problem,
         }
     if count == 0:
         raise DataError(f"{path}: holds no questions")
 
 
 def _from_squad_json(path: str) -> Dataset:
-    from datasets import Dataset
+    from datasets import Dataset, Value
 
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"data file {path!r} does not exist")
     try:
+        features = squad_features()
+        features["problem"] = Value("string")
         return Dataset.from_generator(
             _rows_of_file,
-            features=squad_features(),
+            features=features,
             gen_kwargs={"path": str(file.resolve()), "mtime_ns": file.stat().st_mtime_ns},
         )
     except Exception as err:  # datasets wraps generator errors; surface ours unchanged
@@ -207,8 +226,9 @@ def _from_dataset(name: str) -> DatasetDict:
     return DatasetDict({split: raw[split] for split in SPLITS})
 
 
-def load_examples(cfg: DataConfig) -> DatasetDict:
-    """Train and validation examples with columns id, title, context, question, answers{text, answer_start}."""
+def load_examples(cfg: DataConfig) -> tuple[DatasetDict, list[dict[str, str]]]:
+    """Train and validation examples with columns id, title, context, question, answers{text, answer_start}, and
+    the training rows dropped as malformed (data.bad_rows=skip): [{id, split, reason}]."""
     from datasets import DatasetDict
 
     if cfg.train_file is not None and cfg.validation_file is not None:
@@ -216,24 +236,41 @@ def load_examples(cfg: DataConfig) -> DatasetDict:
     else:
         assert cfg.dataset_name is not None, "DataConfig guarantees a dataset name or both files"
         raw = _from_dataset(cfg.dataset_name)
-    raw = DatasetDict({split: ds.select_columns(list(COLUMNS)) for split, ds in raw.items()})
     if cfg.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(cfg.max_train_samples, len(raw["train"]))))
     if cfg.max_eval_samples is not None:
         raw["validation"] = raw["validation"].select(range(min(cfg.max_eval_samples, len(raw["validation"]))))
-    for split, ds in raw.items():  # the rows that will be used
-        check_examples(ds, split)
-    return raw
+    # The rows that will be used. Evaluation rows are never dropped: the reported scores need the whole set.
+    raw["train"], skipped = check_examples(raw["train"], "train", skip=cfg.bad_rows == "skip")
+    raw["validation"], _ = check_examples(raw["validation"], "validation", skip=False)
+    return DatasetDict({split: ds.select_columns(list(COLUMNS)) for split, ds in raw.items()}), skipped
 
 
-def check_examples(ds: Dataset, split: str) -> None:
-    """Reject rows the pipeline would silently mistrain on; the error names the split and the question id."""
+def check_examples(ds: Dataset, split: str, skip: bool = False) -> tuple[Dataset, list[dict[str, str]]]:
+    """Rows the pipeline would silently mistrain on: the first stops the run (naming the split and the question
+    id), or, with `skip`, every such row is dropped and returned with its reason."""
     if len(ds) == 0:
         raise DataError(f"the {split} split is empty")
-    unique_ids(ds["id"], split)
-    for batch in ds.iter(batch_size=2048):
-        for qid, context, question, answers in zip(
-            batch["id"], batch["context"], batch["question"], batch["answers"], strict=True
-        ):
-            check_question(qid, question, context, f"{split}: ")
-            check_answers(qid, context, answers["text"], answers["answer_start"], f"{split}: ")
+    problems: dict[int, str] = dict.fromkeys(repeated(ds["id"]), "repeats the id of an earlier question")
+    columns = ["id", "context", "question", "answers", *(["problem"] if "problem" in ds.column_names else [])]
+    position = 0
+    for batch in ds.select_columns(columns).iter(batch_size=2048):
+        marked = batch.get("problem") or [""] * len(batch["id"])
+        rows = zip(batch["context"], batch["question"], batch["answers"], marked, strict=True)
+        for i, (context, question, answers, mark) in enumerate(rows, start=position):
+            found = mark or row_problem(question, context, answers["text"], answers["answer_start"])
+            if found and i not in problems:
+                problems[i] = found
+        position += len(batch["id"])
+    if not problems:
+        return ds, []
+    ids = ds["id"]
+    if not skip:
+        first = min(problems)
+        where = (
+            "data.bad_rows=skip drops such training rows" if split == "train" else "evaluation rows are never dropped"
+        )
+        raise DataError(f"{split}: question {ids[first]!r} {problems[first]} ({where})")
+    skipped = [{"id": ids[i], "split": split, "reason": problems[i]} for i in sorted(problems)]
+    log.warning("%s: %d malformed rows skipped (data.bad_rows=skip)", split, len(skipped))
+    return ds.select(sorted(set(range(len(ds))) - problems.keys())), skipped

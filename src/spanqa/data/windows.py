@@ -12,7 +12,7 @@ Feature contract (the shape of Hugging Face's run_qa.py, made vectorisable):
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -224,21 +224,49 @@ class QAData:
     train: Dataset  # training windows (model inputs + labels)
     eval_set: EvalSet  # the reported evaluation set
     held_out_set: EvalSet | None  # training questions held out to tune the null threshold
+    skipped: list[dict[str, str]] = field(default_factory=list)  # training rows dropped (data.bad_rows=skip)
 
 
 def prepare_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> QAData:
-    raw = load_examples(cfg)
+    raw, skipped = load_examples(cfg)
     held_out = None
-    if cfg.null_threshold.policy == "held_out":  # split by question, before windowing: no leakage
-        split = raw["train"].train_test_split(test_size=cfg.null_threshold.held_out_fraction, seed=seed)
-        raw["train"], held_out = split["train"], split["test"]
+    if cfg.null_threshold.policy == "held_out":  # split before windowing
+        raw["train"], held_out = hold_out(
+            raw["train"], cfg.null_threshold.held_out_fraction, cfg.null_threshold.held_out_by, seed
+        )
     train, evaluation = build_features(raw, tokenizer, cfg)
     eval_set = EvalSet.build("validation", raw["validation"], _longest_first(evaluation))
     held_out_set = None
     if held_out is not None:
         held_out_feats = windows(held_out, tokenizer, cfg, for_eval=True, desc="held-out windows")
         held_out_set = EvalSet.build("held_out", held_out, _longest_first(held_out_feats))
-    return QAData(train, eval_set, held_out_set)
+    return QAData(train, eval_set, held_out_set, skipped)
+
+
+def hold_out(train: Dataset, fraction: float, by: str, seed: int) -> tuple[Dataset, Dataset]:
+    """(kept, held out) training questions. By article: whole titles, drawn in a seeded order until `fraction` of
+    the questions are held out, so no held-out paragraph stays in training through its other questions (which
+    would make the threshold tuned on them optimistic). By question: a seeded random split of the questions."""
+    if by == "question":
+        split = train.train_test_split(test_size=fraction, seed=seed)
+        return split["train"], split["test"]
+    titles = train["title"]
+    distinct = sorted(set(titles))
+    if len(distinct) < 2:
+        raise DataError(
+            f"data.null_threshold.held_out_by=article needs articles: the training data has {len(distinct)} "
+            "distinct title; use data.null_threshold.held_out_by=question"
+        )
+    size = {t: 0 for t in distinct}
+    for t in titles:
+        size[t] += 1
+    held: set[str] = set()
+    for i in np.random.default_rng(seed).permutation(len(distinct)):
+        if sum(size[t] for t in held) >= fraction * len(titles) or len(held) == len(distinct) - 1:
+            break
+        held.add(distinct[i])
+    out = np.array([t in held for t in titles])
+    return train.select(np.flatnonzero(~out)), train.select(np.flatnonzero(out))
 
 
 def _longest_first(features: Dataset) -> Dataset:

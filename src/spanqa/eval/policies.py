@@ -27,6 +27,7 @@ class Outcome:
     threshold: float
     policy: str
     metrics: dict[str, float] = field(default_factory=dict)
+    held_out_by: str | None = None  # the held_out policy's unit: article | question
 
     def answers(self) -> dict[str, str]:
         p = self.predictions
@@ -43,11 +44,11 @@ def tuned_threshold(preds: Predictions, gold: dict[str, list[str]]) -> float:
     return float(squad_v2_scores(gold, preds.best_span, preds.na_prob).scores["best_f1_thresh"])
 
 
-def score(preds: Predictions, es: EvalSet, threshold: float, policy: str) -> Outcome:
+def score(preds: Predictions, es: EvalSet, threshold: float, policy: str, held_out_by: str | None = None) -> Outcome:
     result = squad_v2_scores(es.gold, preds.best_span, preds.na_prob, na_prob_thresh=threshold)
     metrics = {k: float(v) for k, v in result.scores.items()}
     metrics["null_threshold"] = threshold
-    return Outcome(preds, result, threshold, policy, metrics)
+    return Outcome(preds, result, threshold, policy, metrics, held_out_by if policy == "held_out" else None)
 
 
 def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = True) -> list[Path]:
@@ -59,7 +60,11 @@ def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = 
         "predictions.json": answers,
         "null_odds.json": p.score_diff,
         "na_probs.json": p.na_prob,
-        "eval_results.json": {**outcome.metrics, "null_threshold_policy": outcome.policy},
+        "eval_results.json": {
+            **outcome.metrics,
+            "null_threshold_policy": outcome.policy,
+            **({"null_threshold_held_out_by": outcome.held_out_by} if outcome.held_out_by else {}),
+        },
         "per_question.json": {
             qid: {
                 "question": question,

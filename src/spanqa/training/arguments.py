@@ -64,12 +64,12 @@ def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> Trai
         metric_for_best_model="f1",
         greater_is_better=True,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        dataloader_num_workers=t.dataloader_workers,
+        dataloader_num_workers=(2 if on_gpu else 0) if t.dataloader_workers is None else t.dataloader_workers,
+        dataloader_persistent_workers=t.dataloader_workers != 0 and (on_gpu or bool(t.dataloader_workers)),
         use_cpu=t.device == "cpu",
         report_to=report_to or "none",
         optim="adamw_torch_fused" if on_gpu else "adamw_torch",
         ddp_find_unused_parameters=False,  # both heads use every parameter; True costs a graph traversal per step
-        torch_compile=t.compile,
         dataloader_pin_memory=on_gpu,
         label_names=["start_positions", "end_positions"],
         logging_nan_inf_filter=False,  # syncs the host every step and hides divergence; QATrainer.loss_watch stops it

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from spanqa.config import Config
 from spanqa.env import wandb_key_configured, wandb_server_reachable
-from spanqa.errors import ConfigError
+from spanqa.errors import EXIT_PREEMPTED, ConfigError, Preempted
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"
@@ -24,7 +26,7 @@ RUN_ID_FILE = "wandb_run_id.txt"
 def resolve_mode(cfg: Config) -> str:
     """'online', 'offline' or 'disabled'. WANDB_MODE set by the user wins over logger.mode=auto. Only `auto` probes
     the server (through the configured proxy, as wandb itself connects); an explicit `online` is trusted."""
-    if cfg.logger.backend == "none" or cfg.logger.mode == "disabled":
+    if cfg.logger.backend != "wandb" or cfg.logger.mode == "disabled":
         return "disabled"
     requested = cfg.logger.mode
     if requested == "auto" and os.environ.get("WANDB_MODE") in ("online", "offline", "disabled", "dryrun"):
@@ -44,6 +46,13 @@ def resolve_mode(cfg: Config) -> str:
     return "online"
 
 
+def report_targets(cfg: Config, wandb_mode: str) -> list[str]:
+    """The Trainer's `report_to`: W&B (in the decided mode) or TensorBoard event files, or nothing."""
+    if cfg.logger.backend == "tensorboard":
+        return ["tensorboard"]
+    return [] if wandb_mode == "disabled" else ["wandb"]
+
+
 @dataclass
 class Tracker:
     mode: str
@@ -51,7 +60,10 @@ class Tracker:
 
     @classmethod
     def start(cls, cfg: Config, config_dict: dict[str, Any], run_dir: Path, mode: str) -> Tracker:
-        """Create (or, for a resumed run dir, continue) the W&B run."""
+        """Create (or, for a resumed run dir, continue) the W&B run; with logger=tensorboard, point the Trainer's
+        TensorBoard callback at <run dir>/tensorboard."""
+        if cfg.logger.backend == "tensorboard":
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
         if mode == "disabled" or int(os.environ.get("RANK", "0")) != 0:  # one W&B run per job, from rank 0
             return cls(mode)
         import wandb
@@ -87,8 +99,20 @@ class Tracker:
                 artifact.add_file(str(f))
         self.run.log_artifact(artifact)
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
+        """Close the run (exit_code != 0 marks it failed). Once: later calls do nothing."""
         if self.run is None:
             return
-        self.run.summary.update(summary)
-        self.run.finish()
+        run, self.run = self.run, None
+        run.summary.update(summary)
+        run.finish(exit_code=exit_code)
+
+    @contextmanager
+    def closed_on_failure(self) -> Iterator[None]:
+        """Whatever stops the job, its W&B run is finished, as failed, before the exception goes on: in a multirun
+        process, the next job's `wandb.init` must not attach to this one."""
+        try:
+            yield
+        except BaseException as err:
+            self.finish({}, exit_code=EXIT_PREEMPTED if isinstance(err, Preempted) else 1)
+            raise

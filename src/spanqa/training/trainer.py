@@ -105,6 +105,7 @@ class QATrainer(Trainer):
         run_dir: Path,
         held_out_set: EvalSet | None = None,
         head_lr: float | None = None,
+        cuda_graphs: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, eval_dataset=eval_set.model_inputs(), compute_metrics=self._squad_metrics, **kwargs)
@@ -116,11 +117,22 @@ class QATrainer(Trainer):
         self.last_outcome: Outcome | None = None
         self.loss_watch = LossWatch(self.args.output_dir)
         self.add_callback(_FlushLossWatch(self.loss_watch))
+        self.cuda_graphs = cuda_graphs
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
+        if self.cuda_graphs:  # a new iteration: outputs of the last replay may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.loss_watch.push(loss, self.state.global_step + 1, self.state.epoch or 0.0)
         return loss
+
+    def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
+        """As the Trainer's; under CUDA graphs the outputs live in the graph's memory, which the next batch's replay
+        overwrites while the evaluation loop still holds them: they are copied out first."""
+        if not self.cuda_graphs:
+            return super().prediction_step(model, inputs, *args, **kwargs)
+        torch.compiler.cudagraph_mark_step_begin()
+        return tuple(_copied(x) for x in super().prediction_step(model, inputs, *args, **kwargs))
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _candidates(self, predictions: tuple[np.ndarray, ...], es: EvalSet) -> WindowCandidates:
@@ -141,7 +153,8 @@ class QATrainer(Trainer):
             else:
                 assert held_out is not None and self.held_out_set is not None
                 threshold = tuned_threshold(held_out, self.held_out_set.gold)
-            self.last_outcome = score(preds, self.eval_set, threshold, policy)
+            held_out_by = self.data_cfg.null_threshold.held_out_by
+            self.last_outcome = score(preds, self.eval_set, threshold, policy, held_out_by)
             metrics = self.last_outcome.metrics
         return broadcast(metrics)
 
@@ -208,6 +221,13 @@ class QATrainer(Trainer):
         return self.optimizer
 
 
+def _copied(x: Any) -> Any:
+    """A tensor (or nested tuple of them, or None) copied out of the memory it lives in."""
+    if isinstance(x, tuple):
+        return tuple(_copied(v) for v in x)
+    return None if x is None else x.clone()
+
+
 def build_trainer(
     cfg: Config,
     args: TrainingArguments,
@@ -215,13 +235,16 @@ def build_trainer(
     tokenizer: PreTrainedTokenizerBase,
     data: QAData,
     run_dir: Path,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> QATrainer:
+    t = cfg.trainer
     on_gpu = not args.use_cpu and torch.cuda.is_available()
+    compile_model(model, t.compile, t.compile_backend, t.pad_widths)
     return QATrainer(
         model=model,
         args=args,
         train_dataset=data.train,
-        data_collator=WindowCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if on_gpu else None),
+        data_collator=WindowCollator(tokenizer.pad_token_id, 8 if on_gpu else None, t.pad_widths),
         processing_class=tokenizer,
         eval_set=data.eval_set,
         held_out_set=data.held_out_set,
@@ -229,4 +252,23 @@ def build_trainer(
         head=get_head(cfg.model.head),
         run_dir=run_dir,
         head_lr=cfg.optimizer.head_lr,
+        cuda_graphs=t.compile == "reduce-overhead" and on_gpu,
+        callbacks=callbacks,
     )
+
+
+def compile_model(model: PreTrainedModel, mode: str | bool, backend: str, widths: list[int] | None) -> None:
+    """torch.compile the model in place (its type, parameter names and save_pretrained stay as they are).
+
+    With fixed pad widths every width is its own static graph: training, evaluation (labels, decoding) and
+    label-free predictions each compile once per width, so the recompile limit is raised to hold them all, and a
+    CUDA graph is recorded per shape. Without them, shapes are marked dynamic after the first new length."""
+    if mode is False:
+        return
+    import torch._dynamo
+
+    if widths:
+        limit = 3 * len(widths) + 2  # train / eval / predict per width, and a little room
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+    options = {"mode": None if mode == "default" else mode} if backend == "inductor" else {}
+    model.compile(backend=backend, dynamic=False if widths else None, **options)
