@@ -49,7 +49,7 @@ def train(
     from spanqa.models.load import check_tokenizer_fits, check_window_fits, load_tokenizer
     from spanqa.training.arguments import training_arguments
     from spanqa.training.distributed import end_distributed, shared_run_dir
-    from spanqa.training.preemption import Preempted, PreemptionCheckpoint
+    from spanqa.training.preemption import PreemptionCheckpoint
     from spanqa.training.records import last_checkpoint, record_start, save_final, summary_line, write_skipped
     from spanqa.training.tracking import Tracker, report_targets
     from spanqa.training.trainer import build_trainer

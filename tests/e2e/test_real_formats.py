@@ -82,6 +82,7 @@ def test_a_missing_data_file_fails_before_torch_or_any_model_is_loaded(tmp_path:
     assert last_line(proc) == "error: data.train_file='/no/train.json' does not exist"
 
 
+@pytest.mark.slow
 def test_a_tokenizer_that_does_not_fit_the_model_stops_the_run_before_preprocessing(
     real: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -101,6 +102,7 @@ def test_a_tokenizer_that_does_not_fit_the_model_stops_the_run_before_preprocess
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_run_at_its_step_and_keeps_earlier_checkpoints(demo_dir: Path, tmp_path: Path) -> None:
     """lr 100 with weight decay 0.1: every decay step multiplies the weights by -9, so training diverges within
     a few steps; checkpoints every quarter epoch leave one saved before that."""

@@ -132,6 +132,7 @@ def test_a_failed_job_closes_its_wandb_run_as_failed_and_the_next_job_gets_its_o
     assert (wandb_exit_code(tmp_path / "0_job"), wandb_exit_code(tmp_path / "1_job")) == (1, 0)
 
 
+@pytest.mark.slow
 def test_bad_training_rows_are_skipped_and_reported_on_request(tmp_path: Path, demo_dir: Path) -> None:
     blob = json.loads((demo_dir / "train.json").read_text())
     paragraph = blob["data"][0]["paragraphs"][0]
@@ -160,6 +161,7 @@ def test_bad_training_rows_are_skipped_and_reported_on_request(tmp_path: Path, d
     assert "(2 malformed training rows skipped: skipped_rows.json)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_the_run_for_clusters_without_wandb(tmp_path: Path, demo_dir: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
