@@ -2,7 +2,8 @@
 
 The null threshold is a no-answer probability: the answer is "" when na_prob > threshold (the official scorer's rule).
 Policies: `fixed` (a configured value), `tune_on_dev` (the value that maximises F1 on the set being reported:
-optimistic, and labelled so), `held_out` (tuned on training questions held out from training, then applied).
+optimistic, and labelled so), `held_out` (tuned on training questions held out from training, whole articles by
+default (`held_out_by`), then applied).
 """
 
 from __future__ import annotations

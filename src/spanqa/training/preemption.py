@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -53,6 +54,9 @@ class PreemptionCheckpoint(TrainerCallback):
             self.uninstall()
 
     def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            log.warning("training outside the main thread: no checkpoint on SIGTERM/SIGUSR1")
+            return
         wanted = [signal.SIGTERM, signal.SIGUSR1]
         if (extra := submitit_signal()) is not None:
             wanted.append(extra)
