@@ -92,14 +92,11 @@ def trained_dir(tiny_dir: Path, tokenizer, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
-def real(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def real(demo_dir: Path, tokenizer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Replicas over the demo's text: its word pieces in BERT's vocabulary layout, so answers are learnable."""
-    from transformers import AutoTokenizer
-
     from tests import replicas
 
     root = tmp_path_factory.mktemp("real")
-    tokenizer = AutoTokenizer.from_pretrained(demo_dir / "tiny-bert")
     vocab = replicas.bert_vocab([t for t, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])])
     train, dev = (json.loads((demo_dir / f).read_text()) for f in ("train.json", "dev.json"))
     return {

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from spanqa.config import Config, DataConfig, register_configs, validate
 from spanqa.errors import ConfigError
-from tests.helpers import REPO, subprocess_env
+from tests.helpers import REPO, run_module, subprocess_env
 
 register_configs()
 
@@ -114,15 +114,8 @@ def test_unknown_model_group_names_the_options() -> None:
     assert "bert_large" in str(err.value)
 
 
-def run_train(*overrides: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spanqa.train", *overrides],
-        cwd=cwd,
-        env=subprocess_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def run_train(*overrides: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_module("spanqa.train", *overrides, timeout=120, **env)
 
 
 def test_cli_fails_fast_with_one_line_and_exit_code(tmp_path: Path) -> None:

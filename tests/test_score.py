@@ -1,16 +1,14 @@
-"""End-to-end runs of ``python -m spanqa.evaluate`` on small official-format files."""
+"""End-to-end runs of ``python -m spanqa.score`` on small official-format files."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from tests.helpers import run_module
 
 DATA = {
     "version": "v2.0",
@@ -70,15 +68,7 @@ BEST_KEYS = ["best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    return subprocess.run(
-        [sys.executable, "-m", "spanqa.evaluate", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return run_module("spanqa.score", *map(str, args), timeout=60)
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ def write_figures(groups: list[Group], table: list[dict[str, Any]], out: Path) -
         return {label: [c[key] for c in cs] for label, cs in per.items()}
 
     bars = {row["group"]: {m: row[m] for m in stats.SUMMARY_METRICS} for row in table}
-    limits = {g.label: float(g.runs[0].config.get("optimizer.max_grad_norm", 1.0)) for g in groups}
+    limits = {g.label: g.runs[0].max_grad_norm for g in groups}
     return [
         plot_loss_curves(pick("loss"), pick("eval_loss"), out / "loss_curves.png"),
         plot_f1_curves(pick("eval_f1"), pick("eval_exact"), out / "f1_curves.png"),

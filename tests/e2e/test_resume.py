@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, subprocess_env, wandb_exit_code
+from tests.helpers import REPO, run_module, subprocess_env, wandb_exit_code
 
 pytestmark = pytest.mark.slow
 # Long enough epochs that the kill lands mid-epoch; offline W&B to check the run id survives the resume.
@@ -25,8 +25,13 @@ RUN = [
 ]
 
 
+def train_args(demo_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [*RUN, f"demo.dir={demo_dir}", f"hydra.run.dir={run_dir}", *extra]
+
+
 def command(demo_dir: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "spanqa.train", *RUN, f"demo.dir={demo_dir}", f"hydra.run.dir={run_dir}", *extra]
+    """The same run as a command line to start, then kill or signal mid-run."""
+    return [sys.executable, "-m", "spanqa.train", *train_args(demo_dir, run_dir, *extra)]
 
 
 def scores(entry: dict) -> dict:
@@ -35,14 +40,7 @@ def scores(entry: dict) -> dict:
 
 
 def run(demo_dir: Path, run_dir: Path, *extra: str) -> dict:
-    proc = subprocess.run(
-        command(demo_dir, run_dir, *extra),
-        cwd=REPO,
-        env=subprocess_env(WANDB_MODE=""),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_module("spanqa.train", *train_args(demo_dir, run_dir, *extra), WANDB_MODE="")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((run_dir / "run.json").read_text())
 

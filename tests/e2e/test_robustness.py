@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, subprocess_env
+from tests.helpers import last_line, run_module
 
 TINY = ["experiment=demo", "data.max_train_samples=60", "data.max_eval_samples=20", "trainer.max_steps=3"]
 
 
 def train(demo_dir: Path, run_dir: Path, *overrides: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spanqa.train", *TINY, f"demo.dir={demo_dir}", f"hydra.run.dir={run_dir}", *overrides],
-        cwd=REPO,
-        env=subprocess_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def last_line(proc: subprocess.CompletedProcess[str]) -> str:
-    return proc.stderr.strip().splitlines()[-1]
+    return run_module("spanqa.train", *TINY, f"demo.dir={demo_dir}", f"hydra.run.dir={run_dir}", *overrides, **env)
 
 
 @pytest.mark.parametrize(

@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from tests.helpers import REPO, subprocess_env
+from tests.helpers import REPO, run_module
 
 TINY = ["data.max_train_samples=40", "data.max_eval_samples=20", "trainer.max_steps=2", "logger=none"]
 
 
 def multirun(demo_dir: Path, sweep_dir: Path, *overrides: str, status: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spanqa.train",
-            "--multirun",
-            f"demo.dir={demo_dir}",
-            f"hydra.sweep.dir={sweep_dir}",
-            *TINY,
-            *overrides,
-        ],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+    proc = run_module(
+        "spanqa.train", "--multirun", f"demo.dir={demo_dir}", f"hydra.sweep.dir={sweep_dir}", *TINY, *overrides,
         timeout=600,
-    )
+    )  # fmt: skip
     assert proc.returncode == status, proc.stderr[-3000:]
     return proc
 

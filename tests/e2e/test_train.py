@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, compose_demo, last_line, run_module, subprocess_env, wandb_exit_code
+from tests.helpers import compose_demo, last_line, run_module, wandb_exit_code
 
 
 def train(run_dir: Path, demo_dir: Path, *overrides: str, **env: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spanqa.train",
-            "experiment=demo",
-            f"demo.dir={demo_dir}",
-            "demo.train_examples=4000",
-            "demo.dev_examples=400",
-            f"hydra.run.dir={run_dir}",
-            *overrides,
-        ],
-        cwd=REPO,
-        env=subprocess_env(**env),
-        capture_output=True,
-        text=True,
+    proc = run_module(
+        "spanqa.train",
+        "experiment=demo",
+        f"demo.dir={demo_dir}",
+        "demo.train_examples=4000",
+        "demo.dev_examples=400",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
         timeout=600,
+        **env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -66,13 +58,8 @@ def test_tiny_run_writes_wandb_offline_run_metrics_and_artifacts(tmp_path: Path,
         assert (run / name).is_file()
     assert (run / "model" / "model.safetensors").is_file()
     # The official-format command-line scorer agrees with what the Trainer reported.
-    proc = subprocess.run(
-        [sys.executable, "-m", "spanqa.evaluate", str(demo_dir / "dev.json"), str(run / "predictions.json")],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    proc = run_module("spanqa.evaluate", str(demo_dir / "dev.json"), str(run / "predictions.json"))  # the alias
+    assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["f1"] == pytest.approx(metrics["eval_f1"])
 
 

@@ -47,7 +47,8 @@ def test_held_out_threshold_is_tuned_on_held_out_training_articles(tmp_path: Pat
     # The same threshold, recomputed independently from the held-out predictions.
     trainer.compute_metrics = None  # plain predictions, scored here rather than against the dev set
     out = trainer.predict(held_out.model_inputs())
-    expected = tuned_threshold(postprocess(trainer._candidates(out.predictions, held_out), held_out, 10), held_out.gold)
+    cands = trainer.head.candidates(out.predictions, held_out, 10, conf.data.max_answer_length)
+    expected = tuned_threshold(postprocess(cands, held_out, 10), held_out.gold)
     assert metrics["eval_null_threshold"] == pytest.approx(expected)
     assert not set(held_out.ids) & set(trainer.eval_set.ids)
     eval_results = json.loads(

@@ -1,8 +1,13 @@
-"""What the benchmarks share: the model sizes they build and how busy the machine was while they ran."""
+"""What the benchmarks share: the models they build (random init, in a few sizes) and how busy the machine was
+while they ran."""
 
 from __future__ import annotations
 
 import os
+
+from transformers import BertConfig, BertForQuestionAnswering, PreTrainedModel
+
+from spanqa.models.crf import SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
 
 # BERT-base is SpanBERT-base's shape; tiny keeps CPU smoke runs (and CI) to seconds.
 SIZES = {
@@ -15,3 +20,12 @@ VOCAB_SIZE = 28996  # SpanBERT cased
 def loadavg() -> str:
     """The 1/5/15-minute load averages: timings from a shared machine need them to be read."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def random_model(crf: bool, size: str, attn: str = "sdpa", forward_algorithm: str = "parallel") -> PreTrainedModel:
+    """A randomly initialised start/end or CRF QA model of a benchmark size: weights do not change speed, and
+    nothing is downloaded."""
+    encoder = BertConfig(vocab_size=VOCAB_SIZE, **SIZES[size])
+    config = SpanBertCrfConfig(encoder=encoder.to_dict(), forward_algorithm=forward_algorithm) if crf else encoder
+    config._attn_implementation = attn  # the CRF model hands it on to its encoder
+    return (SpanBertCrfForQuestionAnswering if crf else BertForQuestionAnswering)(config)

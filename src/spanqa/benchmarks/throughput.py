@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import BertConfig, BertForQuestionAnswering, PreTrainedModel
+from transformers import PreTrainedModel
 
-from spanqa.benchmarks.common import SIZES, VOCAB_SIZE, loadavg
+from spanqa.benchmarks.common import SIZES, VOCAB_SIZE, loadavg, random_model
 from spanqa.eval.answers import select_answers
 from spanqa.models.candidates import WindowCandidates
-from spanqa.models.crf import FORWARD_ALGORITHMS, SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
+from spanqa.models.crf import FORWARD_ALGORITHMS
 from spanqa.models.span_decoding import span_candidates
 
 MAX_LEN, NON_CONTEXT = 384, 17  # [CLS] + 14 question tokens + 2 [SEP]
@@ -73,14 +73,7 @@ def make_batch(lengths: np.ndarray, multiple: int, rng: np.random.Generator) -> 
 
 
 def build_model(head: str, args: argparse.Namespace, device: torch.device) -> PreTrainedModel:
-    encoder = BertConfig(vocab_size=VOCAB_SIZE, **SIZES[args.size])
-    if head == "plain":
-        config = encoder
-    else:
-        config = SpanBertCrfConfig(encoder=encoder.to_dict(), forward_algorithm=args.crf_forward_algorithm)
-    config._attn_implementation = args.attn  # the CRF model hands it on to its encoder
-    model_cls = BertForQuestionAnswering if head == "plain" else SpanBertCrfForQuestionAnswering
-    return model_cls(config).to(device)
+    return random_model(head == "crf", args.size, args.attn, args.crf_forward_algorithm).to(device)
 
 
 def optimizer_for(model: torch.nn.Module, fused: bool) -> torch.optim.AdamW:

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import BertConfig, BertForQuestionAnswering, PreTrainedModel, TrainerCallback
+from transformers import TrainerCallback
 
-from spanqa.benchmarks.common import SIZES, VOCAB_SIZE, loadavg
+from spanqa.benchmarks.common import SIZES, VOCAB_SIZE, loadavg, random_model
 from spanqa.benchmarks.throughput import (
     EPOCHS,
     EVAL_WINDOWS,
@@ -41,14 +41,13 @@ from spanqa.benchmarks.throughput import (
     peak_memory_mib,
     sample_lengths,
 )
-from spanqa.config import Config
+from spanqa.config import COMPILE_MODES, HEAD_NAMES, Config
 from spanqa.data.windows import EvalSet, QAData
-from spanqa.models.crf import SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
 from spanqa.training.arguments import training_arguments
 from spanqa.training.trainer import build_trainer
 
-HEADS = ("span", "crf")
-MODES = ("false", "default", "reduce-overhead", "max-autotune")
+HEADS = HEAD_NAMES
+MODES = ("false", *COMPILE_MODES)
 WIDTHS = (128, 192, 256, 320, 384)
 
 
@@ -105,16 +104,6 @@ def eval_set(n: int, rng: np.random.Generator) -> EvalSet:
     return EvalSet.build("dev", Dataset.from_dict(examples), Dataset.from_dict(feats))
 
 
-def model_for(head: str, size: str) -> PreTrainedModel:
-    encoder = BertConfig(vocab_size=VOCAB_SIZE, **SIZES[size])
-    encoder._attn_implementation = "sdpa"
-    if head == "span":
-        return BertForQuestionAnswering(encoder)
-    config = SpanBertCrfConfig(encoder=encoder.to_dict())
-    config._attn_implementation = "sdpa"
-    return SpanBertCrfForQuestionAnswering(config)
-
-
 # ---------------------------------------------------------------------------------------------------- timing
 class StepClock(TrainerCallback):
     """The wall time of each optimizer step (the device drained at each step end, so steps are not overlapped)."""
@@ -141,7 +130,7 @@ def measure(head: str, mode: str, args: argparse.Namespace, train: Dataset, dev:
     with tempfile.TemporaryDirectory() as tmp:
         targs = training_arguments(cfg, Path(tmp), report_to=[])
         targs = replace(targs, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
-        model = model_for(head, args.size)
+        model = random_model(head == "crf", args.size)
         clock = StepClock()
         data = QAData(train, dev, None)
         trainer = build_trainer(cfg, targs, model, _NoTokenizer(), data, Path(tmp), callbacks=[clock])

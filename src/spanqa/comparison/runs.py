@@ -45,6 +45,11 @@ class Run:
     def policy(self) -> str | None:
         return self.record.get("null_threshold_policy")
 
+    @property
+    def max_grad_norm(self) -> float:
+        """The clipping limit it trained with (the Trainer's default, 1.0, where the config does not say)."""
+        return float(self.config.get("optimizer.max_grad_norm", 1.0))
+
 
 @dataclass
 class Group:
@@ -181,10 +186,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
 def summary_table(groups: list[Group]) -> list[dict[str, Any]]:
     rows = []
     for g in groups:
-        histories = [
-            (r.record.get("log_history") or [], float(r.config.get("optimizer.max_grad_norm", 1.0))) for r in g.runs
-        ]
-        norm, clipped = stats.gradient_clipping(histories)
+        norm, clipped = stats.gradient_clipping([(r.record.get("log_history") or [], r.max_grad_norm) for r in g.runs])
         rows.append(
             {"group": g.label, **stats.summarize([r.record for r in g.runs]), "grad_norm": norm, "clipped": clipped}
         )

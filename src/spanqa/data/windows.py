@@ -12,6 +12,7 @@ Feature contract (the shape of Hugging Face's run_qa.py, made vectorisable):
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,14 +258,14 @@ def hold_out(train: Dataset, fraction: float, by: str, seed: int) -> tuple[Datas
             f"data.null_threshold.held_out_by=article needs articles: the training data has {len(distinct)} "
             "distinct title; use data.null_threshold.held_out_by=question"
         )
-    size = {t: 0 for t in distinct}
-    for t in titles:
-        size[t] += 1
+    size = Counter(titles)
     held: set[str] = set()
+    held_questions = 0
     for i in np.random.default_rng(seed).permutation(len(distinct)):
-        if sum(size[t] for t in held) >= fraction * len(titles) or len(held) == len(distinct) - 1:
+        if held_questions >= fraction * len(titles) or len(held) == len(distinct) - 1:
             break
         held.add(distinct[i])
+        held_questions += size[distinct[i]]
     out = np.array([t in held for t in titles])
     return train.select(np.flatnonzero(~out)), train.select(np.flatnonzero(out))
 

@@ -13,9 +13,14 @@ from spanqa.config import Config
 from spanqa.errors import ConfigError
 
 
+def uses_gpu(device: str) -> bool:
+    """Whether a run with `trainer.device` trains on a GPU (auto: when there is one)."""
+    return device != "cpu" and torch.cuda.is_available()
+
+
 def precision_flags(precision: str, device: str) -> dict[str, bool]:
     """auto → bf16 on an Ampere or newer GPU, fp32 otherwise (CPU autocast gains nothing for training)."""
-    on_gpu = device != "cpu" and torch.cuda.is_available()
+    on_gpu = uses_gpu(device)
     ampere = on_gpu and torch.cuda.get_device_capability()[0] >= 8  # native bf16 and TF32 (V100/T4 emulate bf16)
     if precision == "auto":
         precision = "bf16" if ampere else "fp32"
@@ -36,7 +41,8 @@ def evaluation_schedule(evals_per_epoch: int, epochs: int, max_steps: int) -> di
 def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> TrainingArguments:
     """Creating TrainingArguments also sets up torch.distributed when launched by torchrun/accelerate."""
     t, o = cfg.trainer, cfg.optimizer
-    on_gpu = t.device != "cpu" and torch.cuda.is_available()
+    on_gpu = uses_gpu(t.device)
+    workers = (2 if on_gpu else 0) if t.dataloader_workers is None else t.dataloader_workers
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         run_name=cfg.run_name,
@@ -64,8 +70,8 @@ def training_arguments(cfg: Config, run_dir: Path, report_to: list[str]) -> Trai
         metric_for_best_model="f1",
         greater_is_better=True,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        dataloader_num_workers=(2 if on_gpu else 0) if t.dataloader_workers is None else t.dataloader_workers,
-        dataloader_persistent_workers=t.dataloader_workers != 0 and (on_gpu or bool(t.dataloader_workers)),
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,
         use_cpu=t.device == "cpu",
         report_to=report_to or "none",
         optim="adamw_torch_fused" if on_gpu else "adamw_torch",

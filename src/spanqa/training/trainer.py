@@ -31,8 +31,8 @@ from spanqa.errors import TrainingError
 from spanqa.eval.answers import Predictions
 from spanqa.eval.policies import Outcome, postprocess, score, tuned_threshold, write_artifacts
 from spanqa.files import write_json
-from spanqa.models.candidates import WindowCandidates
 from spanqa.models.heads import Head, get_head
+from spanqa.training.arguments import uses_gpu
 from spanqa.training.distributed import broadcast
 
 log = logging.getLogger(__name__)
@@ -135,17 +135,19 @@ class QATrainer(Trainer):
         return tuple(_copied(x) for x in super().prediction_step(model, inputs, *args, **kwargs))
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def _candidates(self, predictions: tuple[np.ndarray, ...], es: EvalSet) -> WindowCandidates:
-        return self.head.candidates(predictions, es, self.data_cfg.n_best, self.data_cfg.max_answer_length)
+    def _answers(self, predictions: np.ndarray | tuple[np.ndarray, ...], es: EvalSet) -> Predictions:
+        """The evaluation loop's gathered outputs on `es` → pooled answers (no threshold applied yet)."""
+        outputs = predictions if isinstance(predictions, tuple) else (predictions,)
+        self._check_finite(outputs)
+        cands = self.head.candidates(outputs, es, self.data_cfg.n_best, self.data_cfg.max_answer_length)
+        return postprocess(cands, es, self.data_cfg.n_best)
 
     def _squad_metrics(self, p: EvalPrediction) -> dict[str, float]:
         policy = self.data_cfg.null_threshold.policy
         held_out = self._held_out_predictions() if policy == "held_out" else None  # collective: every rank
         metrics: dict[str, float] | None = None
         if self.is_world_process_zero():  # predictions are gathered on every rank: score them once
-            preds_tuple = p.predictions if isinstance(p.predictions, tuple) else (p.predictions,)
-            self._check_finite(preds_tuple)
-            preds = postprocess(self._candidates(preds_tuple, self.eval_set), self.eval_set, self.data_cfg.n_best)
+            preds = self._answers(p.predictions, self.eval_set)
             if policy == "fixed":
                 threshold = self.data_cfg.null_threshold.value
             elif policy == "tune_on_dev":
@@ -161,7 +163,7 @@ class QATrainer(Trainer):
     def _check_finite(self, predictions: tuple[np.ndarray, ...]) -> None:
         """NaN outputs mean broken weights: say so in one line rather than fail inside post-processing. (-inf is
         legitimate: the CRF head marks missing candidates with it.)"""
-        if any(np.isnan(np.asarray(p, dtype=np.float64)).any() for p in predictions if np.asarray(p).dtype.kind == "f"):
+        if any(np.isnan(p).any() for p in map(np.asarray, predictions) if p.dtype.kind == "f"):
             raise TrainingError(
                 f"the model's outputs contain NaN at evaluation (step {self.state.global_step}): its weights are not "
                 "finite; lower optimizer.lr or train with trainer.precision=fp32"
@@ -178,9 +180,7 @@ class QATrainer(Trainer):
         )
         if not self.is_world_process_zero():
             return None
-        preds_tuple = out.predictions if isinstance(out.predictions, tuple) else (out.predictions,)
-        self._check_finite(preds_tuple)
-        return postprocess(self._candidates(preds_tuple, es), es, self.data_cfg.n_best)
+        return self._answers(out.predictions, es)
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
         if eval_dataset is not None:
@@ -238,7 +238,7 @@ def build_trainer(
     callbacks: list[TrainerCallback] | None = None,
 ) -> QATrainer:
     t = cfg.trainer
-    on_gpu = not args.use_cpu and torch.cuda.is_available()
+    on_gpu = uses_gpu(t.device)
     compile_model(model, t.compile, t.compile_backend, t.pad_widths)
     return QATrainer(
         model=model,
