@@ -10,6 +10,10 @@ Each builder follows the real file layout (documented with the builder); only th
 - `bert_base_cased_tokenizer`: the tokenizer files of `google-bert/bert-base-cased`: vocab.txt with BERT's special
   token ids ([PAD]=0, [unused1..99], [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103), tokenizer.json,
   tokenizer_config.json `{"do_lower_case": false, "model_max_length": 512}` and a config.json (model_type bert).
+- `hub_cache_snapshot`: a Hub repo as huggingface_hub's cache holds it after a download (`HF_HOME/hub/
+  models--<org>--<name>/`: `refs/main` naming the commit, `blobs/<sha256>` holding each file once, and
+  `snapshots/<commit>/<file>` as relative symlinks to the blobs): what `from_pretrained(<repo id>)` reads with
+  HF_HUB_OFFLINE=1, e.g. `google-bert/bert-base-cased` cached by an earlier SpanBERT run.
 - `squad_v2_hub_dataset`: a local copy of the Hub dataset `rajpurkar/squad_v2` (what `hf download
   rajpurkar/squad_v2 --repo-type dataset --local-dir DIR` gives): README.md whose YAML front matter declares the
   `squad_v2` config and its features, and `squad_v2/{train,validation}-00000-of-00001.parquet` with columns id,
@@ -121,6 +125,25 @@ def spanbert_release(out: Path, vocab: list[str], hub_layout: bool = False, seed
     _write_json(out / "config.json", config)
     torch.save(spanbert_state_dict(config, seed), out / "pytorch_model.bin", _use_new_zipfile_serialization=False)
     return out
+
+
+def hub_cache_snapshot(hf_home: Path, repo_id: str, files: Path, commit: str = "a" * 40) -> Path:
+    """Every file of the dir `files` as the cached snapshot of model repo `repo_id`; returns the snapshot dir."""
+    import hashlib
+    import os
+
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    for f in sorted(files.iterdir()):
+        data = f.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / f.name)
+    return snapshot
 
 
 SQUAD_V2_CARD = """---

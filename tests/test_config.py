@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from spanqa.config import Config, DataConfig, register_configs, validate
 from spanqa.errors import ConfigError
-from tests.helpers import REPO, run_module, subprocess_env
+from tests.helpers import REPO, last_line, run_module, subprocess_env
 
 register_configs()
 
@@ -31,7 +31,9 @@ def test_defaults_are_the_paper_setup() -> None:
         "span",
         "SpanBERT/spanbert-base-cased",
     )
-    assert cfg.model.tokenizer_name_or_path == "google-bert/bert-base-cased"  # namespaced Hub ids only
+    # The checkpoint's own tokenizer unless it ships none stating its casing (SpanBERT): then BERT's cased one.
+    assert cfg.model.tokenizer_name_or_path is None
+    assert cfg.model.tokenizer_fallback == "google-bert/bert-base-cased"  # namespaced Hub ids only
     assert (cfg.data.dataset_name, cfg.data.max_length, cfg.data.doc_stride) == ("rajpurkar/squad_v2", 384, 128)
     assert (cfg.data.max_answer_length, cfg.data.n_best) == (30, 20)
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (2e-5, 0.01)
@@ -92,6 +94,12 @@ def test_every_group_composes(overrides: list[str], check) -> None:
         ("data.dataset_name=squad_v3", "data.dataset_name='squad_v3' is invalid: not a local directory, and Hub"),
         ("data.max_query_length=0", "data.max_query_length=0 is invalid: must be >= 1"),
         ("logger.mode=sometimes", "logger.mode='sometimes' is invalid"),
+        ("seed=-1", "seed=-1 is invalid: must be in [0, 4294967295]"),
+        ("seed=4294967296", "seed=4294967296 is invalid: must be in [0, 4294967295]"),
+        ("optimizer.lr=inf", "optimizer.lr=inf is invalid: must be a finite number"),
+        ("optimizer.weight_decay=nan", "optimizer.weight_decay=nan is invalid: must be a finite number"),
+        ("data.null_threshold.value=-inf", "data.null_threshold.value=-inf is invalid: must be a finite number"),
+        ("data.max_query_length=381", "data.max_query_length=381 is invalid: must be < data.max_length - 3 = 381"),
     ],
 )
 def test_impossible_values_fail_with_one_line(override: str, message: str) -> None:
@@ -99,6 +107,42 @@ def test_impossible_values_fail_with_one_line(override: str, message: str) -> No
         composed(override)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_question_cap_past_the_window_names_that_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        composed("data.max_length=64", "data.doc_stride=16", "data.max_query_length=100")
+    assert str(err.value).startswith("data.max_query_length=100 is invalid: must be < data.max_length - 3 = 61")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+data.max_lenght=32"], "data.max_lenght (did you mean data.max_length?): not a setting of spanqa's config"),
+        (
+            ["+data.null_threshold.valeu=0.3", "+trainer.epoch=3"],
+            "data.null_threshold.valeu (did you mean data.null_threshold.value?), trainer.epoch (did you mean "
+            "trainer.epochs?): not settings of spanqa's config",
+        ),
+        (["+colour=blue"], "colour: not a setting"),
+        (["experiment=demo", "+demo.size=3"], "demo.size: not a setting"),
+    ],
+)
+def test_a_key_added_with_plus_is_checked_like_any_other(overrides: list[str], message: str) -> None:
+    """Hydra's own error for a typo suggests the `+` form; the schema would then drop the key silently."""
+    with pytest.raises(ConfigError) as err:
+        composed(*overrides)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_the_operational_settings_are_derived_from_the_schema() -> None:
+    from spanqa.config import OPERATIONAL_KEYS, is_operational
+
+    assert {"logger", "trainer.logging_steps", "trainer.cpu_threads", "data.num_proc", "rerun_changed"} <= set(
+        OPERATIONAL_KEYS
+    )
+    assert is_operational("logger.project") and not is_operational("trainer.epochs")
+    assert not is_operational("seed") and not is_operational("data.max_length")
 
 
 def test_unknown_key_and_wrong_type_are_rejected_while_composing() -> None:
@@ -116,6 +160,21 @@ def test_unknown_model_group_names_the_options() -> None:
 
 def run_train(*overrides: str, **env: str) -> subprocess.CompletedProcess[str]:
     return run_module("spanqa.train", *overrides, timeout=120, **env)
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("+data.max_lenght=32", "error: data.max_lenght (did you mean data.max_length?): not a setting of spanqa's"),
+        ("seed=-1", "error: seed=-1 is invalid: must be in [0, 4294967295]"),
+        ("optimizer.lr=inf", "error: optimizer.lr=inf is invalid: must be a finite number"),
+    ],
+)
+def test_cli_rejects_what_would_run_as_something_else(tmp_path: Path, override: str, line: str) -> None:
+    proc = run_train(override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    assert last_line(proc).startswith(line) and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "run_config.json").exists()
 
 
 def test_cli_fails_fast_with_one_line_and_exit_code(tmp_path: Path) -> None:

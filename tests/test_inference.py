@@ -20,6 +20,7 @@ from spanqa.data.windows import make_windows
 from spanqa.errors import ConfigError, DataError
 from spanqa.inference import Predictor, check_records, resolve_settings
 from spanqa.predict import read_questions
+from spanqa.rundir.record import NullThreshold, RunRecord
 from tests.helpers import RESULT_KEYS, TOY_CONTEXT, TOY_QUESTION, long_context
 
 SMALL_WINDOWS = {"max_length": 64, "doc_stride": 16, "max_query_length": 16}
@@ -216,21 +217,37 @@ def test_crf_checkpoint(crf_dir: Path, dev_records: list[dict[str, str]]) -> Non
 
 
 # ------------------------------------------------------------------------------------ 4. run dirs
-def fake_run(tmp_path: Path, tiny_dir: Path, policy: str = "tune_on_dev", run_threshold: float | None = 0.37) -> Path:
+DATA = {
+    "max_length": 96,
+    "doc_stride": 24,
+    "max_query_length": 20,
+    "max_answer_length": 7,
+    "n_best": 9,
+    "null_threshold": {"policy": "tune_on_dev", "value": 0.61},
+}
+
+
+def fake_run(tmp_path: Path, tiny_dir: Path, threshold: float = 0.37) -> Path:
+    """A finished run dir: model/, and a run record whose config says how to window (and .hydra/ saying otherwise:
+    what a relaunch may have rewritten it to)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_dir, run / "model")
+    config = {"seed": 1, "data": DATA}
+    RunRecord("r", config, "d", {"eval_f1": 50.0}, NullThreshold(threshold, "tune_on_dev")).write(run)
+    (run / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create({"seed": 1, "data": {**DATA, "max_length": 384}}), run / ".hydra" / "config.yaml")
+    return run
+
+
+def legacy_run(tmp_path: Path, tiny_dir: Path, policy: str, threshold: float | None) -> Path:
+    """A run dir of the first releases: run.json without config or format, the config only in .hydra/."""
     run = tmp_path / "run"
     shutil.copytree(tiny_dir, run / "model")
     (run / ".hydra").mkdir()
-    data = {
-        "max_length": 96,
-        "doc_stride": 24,
-        "max_query_length": 20,
-        "max_answer_length": 7,
-        "n_best": 9,
-        "null_threshold": {"policy": policy, "value": 0.61},
-    }
+    data = {**DATA, "null_threshold": {"policy": policy, "value": 0.61}}
     OmegaConf.save(OmegaConf.create({"seed": 1, "data": data}), run / ".hydra" / "config.yaml")
-    if run_threshold is not None:
-        (run / "run.json").write_text(json.dumps({"metrics": {"eval_f1": 50.0, "eval_null_threshold": run_threshold}}))
+    metrics = {"eval_f1": 50.0} | ({"eval_null_threshold": threshold} if threshold is not None else {})
+    (run / "run.json").write_text(json.dumps({"metrics": metrics, "null_threshold_policy": policy}))
     return run
 
 
@@ -238,6 +255,7 @@ def test_run_dir_settings(tmp_path: Path, tiny_dir: Path, tokenizer) -> None:
     run = fake_run(tmp_path, tiny_dir)
     predictor = Predictor.load(run, device="cpu")
     d = predictor.data
+    # The run record's settings, not the rewritten .hydra/config.yaml's max_length 384.
     assert (d.max_length, d.doc_stride, d.max_query_length, d.max_answer_length, d.n_best) == (96, 24, 20, 7, 9)
     assert predictor.null_threshold == 0.37  # the run's, from run.json
     context = long_context("Talomi was born in Kobe.", before=6, after=6)
@@ -250,13 +268,22 @@ def test_run_dir_settings(tmp_path: Path, tiny_dir: Path, tokenizer) -> None:
     assert s.model_dir == run / "model" and s.head.name == "span"
 
 
-def test_run_dir_threshold_fallbacks(tmp_path: Path, tiny_dir: Path) -> None:
-    fixed = fake_run(tmp_path / "a", tiny_dir, policy="fixed", run_threshold=None)
-    assert resolve_settings(fixed).null_threshold == 0.61  # no run.json: the fixed policy's value
-    tuned = fake_run(tmp_path / "b", tiny_dir, policy="tune_on_dev", run_threshold=None)
+def test_run_dir_threshold_fallbacks(tmp_path: Path, tiny_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A record of an earlier release: its config from .hydra/config.yaml, said in a warning; its threshold.
+    old = legacy_run(tmp_path / "old", tiny_dir, policy="tune_on_dev", threshold=0.42)
+    s = resolve_settings(old)
+    assert (s.data.max_length, s.null_threshold) == (96, 0.42)
+    assert "predates config records" in caplog.text
+    fixed = legacy_run(tmp_path / "a", tiny_dir, policy="fixed", threshold=None)
+    assert resolve_settings(fixed).null_threshold == 0.61  # no recorded threshold: the fixed policy's value
+    tuned = legacy_run(tmp_path / "b", tiny_dir, policy="tune_on_dev", threshold=None)
     with pytest.raises(ConfigError, match="pass --null-threshold"):
         resolve_settings(tuned)
     assert resolve_settings(tuned, null_threshold=0.2).null_threshold == 0.2
+    # A run dir without run.json (the run never finished) is one line, not a guess from .hydra/.
+    (tuned / "run.json").unlink()
+    with pytest.raises(DataError, match=r"has no run\.json: the run did not finish"):
+        resolve_settings(tuned)
 
 
 def test_checkpoint_dir_defaults(tiny_dir: Path) -> None:

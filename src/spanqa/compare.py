@@ -31,7 +31,7 @@ from spanqa.errors import ArgumentParser, DataError, reported
 
 
 def write_figures(groups: list[Group], table: list[dict[str, Any]], out: Path) -> list[Path]:
-    per = {g.label: [history_curves(r.record.get("log_history") or []) for r in g.runs] for g in groups}
+    per = {g.label: [history_curves(r.record.log_history) for r in g.runs] for g in groups}
 
     def pick(key: str) -> dict[str, list[dict[float, float]]]:
         return {label: [c[key] for c in cs] for label, cs in per.items()}
@@ -62,6 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--candidate", help="group label of the candidate (default: another head, the CRF)")
     parser.add_argument("--resamples", type=_positive, default=10_000, help="bootstrap resamples (default 10000)")
     parser.add_argument("--bootstrap-seed", type=int, default=0)
+    parser.add_argument(
+        "--allow-different-questions",
+        action="store_true",
+        help="pair groups scored on different evaluation questions, on the questions they share",
+    )
     return parser.parse_args(argv)
 
 
@@ -75,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"no finished runs found in {where}" + (f" ({len(skipped)} skipped)" if skipped else ""))
         groups = group_runs(runs)
         pair = choose_pair(groups, args.baseline, args.candidate)
-    comparison = compare_groups(*pair, args.resamples, args.bootstrap_seed) if pair else None
+        comparison = (
+            compare_groups(*pair, args.resamples, args.bootstrap_seed, args.allow_different_questions) if pair else None
+        )
     out = args.out or Path("outputs/compare") / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     out.mkdir(parents=True, exist_ok=True)
     table = summary_table(groups)

@@ -7,10 +7,14 @@ config into dataclass objects: an impossible value fails in the first second, be
 
 from __future__ import annotations
 
+import difflib
 import logging
-from dataclasses import dataclass, field
+import math
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from spanqa.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+# Field metadata of the settings that change how a run goes, not what it computes (logging, workers, batch size at
+# evaluation, names): a relaunch may differ in them and still be the same job, and the comparison never splits
+# groups by them. `OPERATIONAL_KEYS` below is derived from these marks.
+OPERATIONAL = {"operational": True}
+UINT32_MAX = 2**32 - 1  # seeds: numpy's and torch's generators take [0, 2^32 - 1]
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -64,7 +75,9 @@ def canonical_dataset_id(name: str) -> str:
 class ModelConfig:
     name: str = "spanbert"
     name_or_path: str = "SpanBERT/spanbert-base-cased"
-    tokenizer_name_or_path: str | None = None
+    tokenizer_name_or_path: str | None = None  # None: the checkpoint's own tokenizer
+    # The tokenizer of a checkpoint that ships none stating its casing (SpanBERT ships a bare vocab.txt or nothing).
+    tokenizer_fallback: str | None = "google-bert/bert-base-cased"
     # The model type of a checkpoint whose config.json has none (the SpanBERT release has none).
     architecture: str = "bert"
     head: str = "span"
@@ -113,7 +126,7 @@ class DataConfig:
     n_best: int = 20
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
-    num_proc: int | None = None
+    num_proc: int | None = field(default=None, metadata=OPERATIONAL)
     bad_rows: str = "error"  # a malformed training row: error (stop) | skip (drop it, list it in the run dir)
     null_threshold: NullThresholdConfig = field(default_factory=NullThresholdConfig)
 
@@ -143,6 +156,12 @@ class DataConfig:
         )
         # Window = [CLS] question [SEP] context [SEP]; the overlap must leave room for new context tokens.
         _require(self.max_query_length >= 1, "data.max_query_length", self.max_query_length, "must be >= 1")
+        _require(
+            self.max_query_length < self.max_length - 3,
+            "data.max_query_length",
+            self.max_query_length,
+            f"must be < data.max_length - 3 = {self.max_length - 3} (a window also holds [CLS], two [SEP] and context)",
+        )
         room = self.max_length - self.max_query_length - 3
         _require(
             self.doc_stride < room,
@@ -184,14 +203,15 @@ class OptimizerConfig:
 class TrainerConfig:
     epochs: int = 6
     batch_size: int = 8
-    eval_batch_size: int = 64
+    eval_batch_size: int = field(default=64, metadata=OPERATIONAL)
     evals_per_epoch: int = 1  # evaluations (and checkpoints) per epoch; best checkpoint chosen among them
     grad_accum_steps: int = 1
     max_steps: int = -1
     precision: str = "auto"
-    logging_steps: int = 50
-    save_total_limit: int = 2
-    dataloader_workers: int | None = None  # None: 2 on a GPU (collation off the critical path), 0 on CPU
+    logging_steps: int = field(default=50, metadata=OPERATIONAL)
+    save_total_limit: int = field(default=2, metadata=OPERATIONAL)
+    # None: 2 on a GPU (collation off the critical path), 0 on CPU
+    dataloader_workers: int | None = field(default=None, metadata=OPERATIONAL)
     group_by_length: bool = False
     device: str = "auto"
     # Batches padded to the smallest of these widths that fits (null: each batch to its longest window): a
@@ -199,7 +219,7 @@ class TrainerConfig:
     pad_widths: list[int] | None = None
     compile: bool | str = False  # false | default | reduce-overhead (CUDA graphs) | max-autotune; true = default
     compile_backend: str = "inductor"  # inductor | aot_eager | eager (the last two: debugging, CPU tests)
-    cpu_threads: int | None = None
+    cpu_threads: int | None = field(default=None, metadata=OPERATIONAL)
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "evals_per_epoch", "grad_accum_steps", "logging_steps"):
@@ -256,6 +276,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         _require(self.train_examples >= 10, "demo.train_examples", self.train_examples, "must be >= 10")
         _require(self.dev_examples >= 10, "demo.dev_examples", self.dev_examples, "must be >= 10")
+        _require(0 <= self.seed <= UINT32_MAX, "demo.seed", self.seed, f"must be in [0, {UINT32_MAX}]")
 
 
 @dataclass
@@ -264,15 +285,17 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=OPERATIONAL)
     demo: DemoConfig | None = None
     seed: int = 42
-    run_name: str = "spanbert-seed42"
-    optimized_metric: str = "eval_f1"
-    resume: bool = False
-    rerun_changed: bool = False  # a relaunched job whose config changed: run it again (the old run is kept aside)
+    run_name: str = field(default="spanbert-seed42", metadata=OPERATIONAL)
+    optimized_metric: str = field(default="eval_f1", metadata=OPERATIONAL)
+    resume: bool = field(default=False, metadata=OPERATIONAL)
+    # a relaunched job whose config changed: run it again (the old run is kept aside)
+    rerun_changed: bool = field(default=False, metadata=OPERATIONAL)
 
     def __post_init__(self) -> None:
+        _require(0 <= self.seed <= UINT32_MAX, "seed", self.seed, f"must be in [0, {UINT32_MAX}]")
         widths = self.trainer.pad_widths
         if widths is not None:
             _require(
@@ -281,6 +304,67 @@ class Config:
                 widths,
                 f"the largest width must hold the longest window, data.max_length={self.data.max_length}",
             )
+
+
+# ---------------------------------------------------------------------------------------------------- the schema's keys
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass a field's type names (`DemoConfig | None` → DemoConfig), or None."""
+    if is_dataclass(hint):
+        return hint  # type: ignore[return-value]
+    if getattr(hint, "__origin__", None) is Union or isinstance(hint, types.UnionType):
+        return next((a for a in get_args(hint) if is_dataclass(a)), None)  # type: ignore[return-value]
+    return None
+
+
+def _schema_fields(schema: type) -> Iterator[tuple[str, Any, bool]]:
+    """(name, type, operational) of each field of a schema dataclass."""
+    hints = get_type_hints(schema)
+    for f in fields(schema):
+        yield f.name, hints[f.name], bool(f.metadata.get("operational"))
+
+
+def _operational_keys(schema: type, prefix: str = "") -> Iterator[str]:
+    for name, hint, marked in _schema_fields(schema):
+        sub = _dataclass_in(hint)
+        if marked:
+            yield prefix + name
+        elif sub is not None:
+            yield from _operational_keys(sub, f"{prefix}{name}.")
+
+
+def unknown_keys(node: Any, schema: type, prefix: str = "") -> list[str]:
+    """Dotted keys of a composed config that its schema does not define. Hydra adds a `+key=value` override to a
+    structured node without complaint, and `OmegaConf.to_object` then drops it: the run would silently ignore it."""
+    known = {name: hint for name, hint, _ in _schema_fields(schema)}
+    out = []
+    for key in node:
+        if key not in known:
+            out.append(f"{prefix}{key}")
+            continue
+        sub, child = _dataclass_in(known[key]), node._get_node(key)
+        if sub is not None and isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            out += unknown_keys(child, sub, f"{prefix}{key}.")
+    return out
+
+
+def _unknown_key_error(keys: list[str]) -> ConfigError:
+    known = [k for k in flatten(OmegaConf.to_container(OmegaConf.structured(Config))) if k]
+    known += [k.rsplit(".", 1)[0] for k in known if "." in k]
+
+    def named(key: str) -> str:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        return f"{key} (did you mean {close[0]}?)" if close else key
+
+    settings = ", ".join(named(k) for k in keys)
+    return ConfigError(
+        f"{settings}: not {'a setting' if len(keys) == 1 else 'settings'} of spanqa's config (src/spanqa/config.py); "
+        "a `+` override adds a key, it does not make one known"
+    )
+
+
+def _non_finite(tree: Any) -> tuple[str, float] | None:
+    """The first float of a resolved config that is inf or nan: no setting of the schema may be infinite."""
+    return next(((k, v) for k, v in flatten(tree).items() if isinstance(v, float) and not math.isfinite(v)), None)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -296,10 +380,26 @@ def register_configs() -> None:
 
 
 def validate(cfg: DictConfig) -> Config:
-    """Resolve interpolations and build the dataclasses, which runs every `__post_init__` check."""
+    """Check that every key is known and every float finite, then resolve interpolations and build the
+    dataclasses, which runs every `__post_init__` check."""
+    unknown = unknown_keys(cfg, Config)
+    if unknown:
+        raise _unknown_key_error(unknown)
     try:
+        bad = _non_finite(OmegaConf.to_container(cfg, resolve=True))
+        if bad is not None:
+            raise ConfigError(f"{bad[0]}={bad[1]!r} is invalid: must be a finite number")
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     except ConfigError:
         raise
     except Exception as err:  # OmegaConf type/interpolation errors: keep their first line, it names the key.
         raise ConfigError(str(err).splitlines()[0]) from err
+
+
+# The dotted keys (or subtrees) that change how a run goes, not what it computes: derived from the schema's marks.
+OPERATIONAL_KEYS: tuple[str, ...] = tuple(_operational_keys(Config))
+
+
+def is_operational(key: str) -> bool:
+    """Whether a dotted key is, or lies under, an operational setting."""
+    return any(key == o or key.startswith(o + ".") for o in OPERATIONAL_KEYS)

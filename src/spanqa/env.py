@@ -13,12 +13,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import shutil
 import socket
 import tempfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -163,13 +166,54 @@ def checkpoint_bytes(num_parameters: int, checkpoints_kept: int) -> int:
     return num_parameters * 4 * (3 * checkpoints_kept + 1)
 
 
+def human_size(n: float) -> str:
+    """Bytes as GB from 1 GB up, as MB below: "0.00 GB" says nothing about a nearly full disk."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
 def check_free_space(path: Path, needed: int) -> None:
     free = shutil.disk_usage(path).free
     if free < needed:
         raise OutputError(
-            f"{str(path)!r} has {free / 1e9:.2f} GB free but the run's checkpoints need about {needed / 1e9:.2f} GB: "
+            f"{str(path)!r} has {human_size(free)} free but the run's checkpoints need about {human_size(needed)}: "
             "free space, lower trainer.save_total_limit or set hydra.run.dir elsewhere"
         )
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+NEARLY_FULL = 64 * 2**20  # below this, a failed write is taken for a full disk whatever the library said
+
+
+def _disk_full(err: BaseException, path: Path) -> bool:
+    """Whether a failed write ran out of space. torch.save reports it as `RuntimeError: basic_ios::clear` or
+    "file write failed", safetensors as an IoError: no errno survives, so the free space decides too."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in _DISK_FULL:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    try:
+        return shutil.disk_usage(path).free < NEARLY_FULL
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def disk_full_reported(path: Path, what: str, partial: Path | None = None, intact: str = "") -> Iterator[None]:
+    """A write into `path` that runs out of space becomes one OutputError naming `what`, the path and the free
+    space; `partial` (what the failed write left half-done) is removed, and `intact` says what is still whole."""
+    try:
+        yield
+    except Exception as err:
+        if not _disk_full(err, path):
+            raise
+        free = shutil.disk_usage(path).free
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise OutputError(
+            f"writing {what} failed: the disk holding {str(path)!r} is full ({human_size(free)} free)"
+            + (f"; {intact}" if intact else "")
+        ) from err
 
 
 class RunDirCheck(Callback):

@@ -1,7 +1,8 @@
 """The inference API: settings resolved from a run dir or a checkpoint dir, and a Predictor that answers with them.
 
-A run dir gives its `model/`, its windowing settings from `.hydra/config.yaml` and the null threshold it used from
-`run.json`; a checkpoint dir gives DataConfig defaults and threshold 0.5; overrides win over either. Windows come
+A run dir gives its `model/`, and its windowing settings and the null threshold its final evaluation applied from
+its run record (`run.json`, never `.hydra/`, which a relaunch may rewrite); a checkpoint dir gives DataConfig
+defaults and threshold 0.5; overrides win over either. Windows come
 from `make_windows` and answers from the head's candidates + `postprocess`: the same windows and answer selection
 as a run's evaluation (inference here is fp32, and padding positions never compete for a window's top-n_best
 logits). `resolve_settings` rejects a missing or malformed dir before transformers is imported.
@@ -21,6 +22,8 @@ from spanqa.data.squad import check_question, unique_ids
 from spanqa.errors import ConfigError, DataError, ModelLoadError
 from spanqa.models.checkpoint import check_checkpoint
 from spanqa.models.heads import Head, get_head, head_of_checkpoint
+from spanqa.rundir.layout import MODEL_DIR, is_run_dir
+from spanqa.rundir.record import RunRecord
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,18 +64,19 @@ def resolve_settings(path: str | Path, **overrides: float | int | None) -> Setti
     if not root.is_dir():
         raise ModelLoadError(f"--model={str(path)!r} does not exist or is not a directory")
     values: dict[str, Any] = {}
-    run_dir = None
+    run_dir, record = None, None
     if (root / "config.json").is_file():
         model_dir = root
-    elif (root / "model").is_dir() or (root / ".hydra").is_dir():
-        run_dir, model_dir = root, root / "model"
-        values = _run_window_settings(root)
+    elif (root / MODEL_DIR).is_dir() or is_run_dir(root):
+        run_dir, model_dir = root, root / MODEL_DIR
         if not model_dir.is_dir():
             raise ModelLoadError(f"--model={str(path)!r} is a run dir without model/ (the run did not finish)")
+        record = RunRecord.read(root)  # one line for a run that did not finish or a broken record
+        values = _window_settings(record, root)
     else:
         raise ModelLoadError(
             f"--model={str(path)!r} is neither a checkpoint dir (config.json + weights) "
-            "nor a training run dir (model/ + .hydra/config.yaml)"
+            "nor a training run dir (model/ + run.json)"
         )
     check_checkpoint(str(model_dir), key="--model")
     saved_head = head_of_checkpoint(model_dir)
@@ -85,63 +89,36 @@ def resolve_settings(path: str | Path, **overrides: float | int | None) -> Setti
 
     threshold = overrides.get("null_threshold")
     if threshold is None:
-        threshold = _run_threshold(root) if run_dir is not None else DEFAULT_THRESHOLD
+        threshold = _run_threshold(record, root) if record is not None else DEFAULT_THRESHOLD
     if not 0.0 <= float(threshold) <= 1.0:
         raise ConfigError(f"--null-threshold={threshold!r} is invalid: a no-answer probability in [0, 1]")
     return Settings(model_dir=model_dir, data=data, null_threshold=float(threshold), head=saved_head, run_dir=run_dir)
 
 
-def _run_config(root: Path) -> Any:
-    from omegaconf import OmegaConf
-
-    file = root / ".hydra" / "config.yaml"
-    if not file.is_file():
-        raise ConfigError(f"run dir {str(root)!r} has no .hydra/config.yaml (the run's composed config)")
-    try:
-        return OmegaConf.load(file)
-    except Exception as err:
-        raise ConfigError(f"{file}: cannot be read ({str(err).splitlines()[0]})") from None
-
-
-def _select(cfg: Any, key: str, file: Path) -> Any:
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.select(cfg, key)
-    except Exception as err:  # an interpolation that cannot be resolved
-        raise ConfigError(f"{file}: {key} cannot be resolved ({str(err).splitlines()[0]})") from None
-
-
-def _run_window_settings(root: Path) -> dict[str, Any]:
-    cfg = _run_config(root)
-    file = root / ".hydra" / "config.yaml"
-    values = {key: _select(cfg, f"data.{key}", file) for key in WINDOW_KEYS}
+def _window_settings(record: RunRecord, root: Path) -> dict[str, Any]:
+    """The run's windowing settings, from the config its record holds."""
+    config = record.flat_config
+    values = {key: config.get(f"data.{key}") for key in WINDOW_KEYS}
     missing = [key for key, value in values.items() if value is None]
     if missing:
-        raise ConfigError(f"{file}: has no data.{missing[0]}; not a spanqa run config")
+        raise ConfigError(f"{root / record.config_source}: has no data.{missing[0]}; not a spanqa run config")
     return values
 
 
-def _run_threshold(root: Path) -> float:
-    """The threshold the run's evaluation used (run.json); a fixed policy's value when run.json lacks it."""
-    record = root / "run.json"
-    if record.is_file():
-        try:
-            value = json.loads(record.read_text()).get("metrics", {}).get("eval_null_threshold")
-        except (json.JSONDecodeError, AttributeError) as err:
-            raise ConfigError(f"{record}: not a run record ({err})") from None
-        if value is not None:
-            return float(value)
-    cfg = _run_config(root)
-    file = root / ".hydra" / "config.yaml"
-    policy = _select(cfg, "data.null_threshold.policy", file) or "fixed"
+def _run_threshold(record: RunRecord, root: Path) -> float:
+    """The threshold the run's final evaluation applied; for a record of an earlier release that lacks it, a
+    fixed policy's configured value."""
+    value = record.null_threshold.value
+    if value == value:  # not nan
+        return float(value)
+    policy = record.null_threshold.policy
     if policy != "fixed":
         raise ConfigError(
-            f"run dir {str(root)!r}: run.json has no metrics.eval_null_threshold and the run's threshold was tuned "
+            f"run dir {str(root)!r}: run.json records no null threshold and the run's threshold was tuned "
             f"(data.null_threshold.policy={policy}): pass --null-threshold"
         )
-    value = _select(cfg, "data.null_threshold.value", file)
-    return DEFAULT_THRESHOLD if value is None else float(value)
+    configured = record.flat_config.get("data.null_threshold.value")
+    return DEFAULT_THRESHOLD if configured is None else float(configured)
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -301,15 +278,17 @@ class Predictor:
         return tuple(outputs)
 
     def _result(self, preds: Predictions, qid: str) -> dict[str, Any]:
+        from spanqa.eval.answers import decide_answer
+
         nbest = preds.nbest[qid]
         best = nbest[0] if nbest else None
         na_prob = preds.na_prob[qid]
-        answered = best is not None and na_prob <= self.null_threshold  # the official scorer's rule
+        answer = decide_answer(best["text"], na_prob, self.null_threshold) if best is not None else ""
         return {
-            "answer": best["text"] if answered else "",
+            "answer": answer,
             "score": best["score"] if best is not None else None,
-            "start": best["start"] if answered else None,
-            "end": best["end"] if answered else None,
+            "start": best["start"] if answer else None,
+            "end": best["end"] if answer else None,
             "no_answer_probability": na_prob,
             "best_span": best["text"] if best is not None else "",
         }

@@ -1,5 +1,7 @@
-"""Finished run dirs written the way `spanqa.training.records` and `spanqa.eval.policies` write them: what the
-comparison reads, with known skill per model, for `make compare` and `spanqa.comparison` tests."""
+"""Finished run dirs written the way a run writes them (the run record through `spanqa.rundir.record`, the eval
+artifacts as `spanqa.eval.policies` writes them): what the comparison reads, with known skill per model, for
+`make compare` and `spanqa.comparison` tests. `legacy=True` writes a run.json of the first releases instead (no
+config, no format; the config only in .hydra/config.yaml)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ from typing import Any
 
 import numpy as np
 import yaml
+from omegaconf import OmegaConf
+
+from spanqa.rundir.record import NullThreshold, QuestionSet, RunIdentity, RunRecord
 
 QUESTIONS = [
     ("What is the capital of {}?", ["Paris"]),
@@ -64,8 +69,10 @@ def write_run(
     epochs: int = 2,
     policy: str = "fixed",
     demo_dir: str = "/tmp/demo",
+    legacy: bool = False,
 ) -> dict[str, Any]:
-    """A finished run dir: .hydra/config.yaml + overrides.yaml, run.json, per_question.json, eval_results.json."""
+    """A finished run dir: .hydra/config.yaml + overrides.yaml, run.json, per_question.json, eval_results.json.
+    Returns run.json's content."""
     rng = np.random.default_rng(seed * 100 + int(skill * 100))
     head = "crf" if model.endswith("crf") else "span"
     config = {
@@ -99,7 +106,7 @@ def write_run(
         history[-1]["step"] = epoch * steps_per_epoch
     history.append({"train_runtime": 50.0 + seed, "train_steps_per_second": 2.0, "epoch": float(epochs)})
     history.append({"eval_f1": -1.0, "eval_exact": -1.0, "eval_loss": 99.0, "epoch": float(epochs)})  # final eval
-    record = {
+    legacy_record = {
         "run_name": f"{model}-seed{seed}",
         "metrics": metrics,
         "null_threshold_policy": policy,
@@ -111,12 +118,31 @@ def write_run(
         "best_checkpoint": str(run_dir / "checkpoints" / "checkpoint-60"),
         "wandb_run_id": None,
     }
-    (run_dir / "run.json").write_text(json.dumps(record, indent=1))
+    if legacy:
+        (run_dir / "run.json").write_text(json.dumps(legacy_record, indent=1))
+    else:
+        resolved = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
+        identity = RunIdentity.of(resolved, [f"model={model}", f"seed={seed}"])  # type: ignore[arg-type]
+        RunRecord(
+            run_name=legacy_record["run_name"],
+            config=identity.config,
+            config_digest=identity.digest,
+            overrides=identity.overrides,
+            metrics={k: v for k, v in metrics.items() if k != "eval_null_threshold"},
+            null_threshold=NullThreshold(metrics["eval_null_threshold"], policy),
+            questions=QuestionSet.of(pq),
+            log_history=history,
+            train_runtime_s=legacy_record["train_runtime_s"],
+            train_steps_per_second=legacy_record["train_steps_per_second"],
+            global_step=legacy_record["global_step"],
+            num_parameters=legacy_record["num_parameters"],
+            best_checkpoint="checkpoints/checkpoint-60",
+        ).write(run_dir)
     (run_dir / "per_question.json").write_text(json.dumps(pq))
     (run_dir / "eval_results.json").write_text(json.dumps(metrics | {"null_threshold_policy": policy}))
     (run_dir / "eval" / "step-30").mkdir(parents=True)  # intermediate evaluations: not runs
     (run_dir / "eval" / "step-30" / "per_question.json").write_text(json.dumps(pq))
-    return record
+    return json.loads((run_dir / "run.json").read_text())
 
 
 def write_multirun(tmp_path: Path) -> Path:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from spanqa.comparison import runs as comparison
 from spanqa.comparison.report import render_comparison
@@ -72,10 +72,10 @@ def test_the_head_comes_from_each_runs_config_not_its_name(tmp_path: Path) -> No
     write_run(tmp_path / "a", "tagger", 1, 0.5)
     write_run(tmp_path / "b", "crf_free", 1, 0.6)
     for run, head in (("a", "crf"), ("b", "span")):
-        config_file = tmp_path / run / ".hydra" / "config.yaml"
-        config = yaml.safe_load(config_file.read_text())
-        config["model"]["head"] = head
-        config_file.write_text(yaml.safe_dump(config))
+        record_file = tmp_path / run / "run.json"  # the config a run records is the one the comparison reads
+        record = json.loads(record_file.read_text())
+        record["config"]["model"]["head"] = head
+        record_file.write_text(json.dumps(record))
     groups = comparison.group_runs(comparison.collect_local([tmp_path])[0])
     baseline, candidate = comparison.choose_pair(groups, None, None)  # type: ignore[misc]
     assert (baseline.label, candidate.label) == ("crf_free", "tagger")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from spanqa.comparison import stats
+from spanqa.rundir.record import NullThreshold, RunRecord
 
 
 def test_bootstrap_identical_groups_has_no_difference() -> None:
@@ -167,11 +168,11 @@ def test_seed_mean_by_question_keeps_shared_questions() -> None:
 
 def test_summarize_group_of_records() -> None:
     records = [
-        {"metrics": {"eval_f1": 70.0, "eval_exact": 65.0, "eval_null_threshold": 0.5}, "null_threshold_policy": "fixed"}
-        | {"train_runtime_s": 100.0, "train_steps_per_second": 2.0, "num_parameters": 10},
-        {"metrics": {"eval_f1": 74.0, "eval_exact": 67.0, "eval_null_threshold": 0.5}, "null_threshold_policy": "fixed"}
-        | {"train_runtime_s": 120.0, "train_steps_per_second": 3.0, "num_parameters": 10},
-    ]
+        RunRecord("a", {}, "", {"eval_f1": 70.0, "eval_exact": 65.0}, NullThreshold(0.5, "fixed"),
+                  train_runtime_s=100.0, train_steps_per_second=2.0, num_parameters=10),
+        RunRecord("b", {}, "", {"eval_f1": 74.0, "eval_exact": 67.0}, NullThreshold(0.5, "fixed"),
+                  train_runtime_s=120.0, train_steps_per_second=3.0, num_parameters=10),
+    ]  # fmt: skip
     row = stats.summarize(records)
     assert row["n"] == 2
     assert row["f1"] == pytest.approx((72.0, math.sqrt(8)))

@@ -54,6 +54,12 @@ def test_local_official_json_loads_with_unanswerable(tmp_path: Path) -> None:
         (squad([{**GOOD, "is_impossible": True}]), "train: question 'a1' has is_impossible=true but also answers"),
         (squad([{**GOOD, "question": "  "}]), "train: question 'a1' has an empty question"),
         (squad([{**GOOD, "answers": []}], context=" "), "train: question 'a1' has an empty context"),
+        (squad([{**GOOD, "question": "\u200b\u200b"}]), "train: question 'a1' has an empty question"),
+        (squad([{**GOOD, "question": "\ufeff \u00ad"}]), "train: question 'a1' has an empty question"),
+        (
+            squad([{**GOOD, "answers": [{"text": " ", "answer_start": 4}]}]),
+            "train: question 'a1' has a blank answer ' '",
+        ),
         (
             {"data": [{"paragraphs": [{"qas": []}]}]},
             "not in SQuAD format: data[0].paragraphs[0] has no 'context' string",
@@ -66,6 +72,32 @@ def test_malformed_files_name_the_problem(tmp_path: Path, train: Any, message: s
     with pytest.raises(DataError, match="^.*" + re.escape(message)) as err:
         load(tmp_path, train)
     assert "\n" not in str(err.value)
+
+
+DAKAR = "Amadou met her in Dakar and stayed."
+
+
+def test_answers_with_surrounding_whitespace_are_trimmed_and_reported(tmp_path: Path, tokenizer) -> None:
+    """" Dakar " at a consistent answer_start would be labelled as the tokens `in Dakar and`."""
+    from spanqa.data.windows import make_windows
+
+    spaced = {"id": "d1", "question": "Where did Amadou meet her?", "answers": [{"text": " Dakar ", "answer_start": 17}]}
+    assert DAKAR[17:24] == " Dakar "
+    train_file, dev_file = tmp_path / "train.json", tmp_path / "dev.json"
+    train_file.write_text(json.dumps(squad([spaced], context=DAKAR)))
+    dev_file.write_text(json.dumps(squad([GOOD])))
+    raw, rows = load_examples(DataConfig(dataset_name=None, train_file=str(train_file), validation_file=str(dev_file)))
+    assert raw["train"]["answers"] == [{"text": ["Dakar"], "answer_start": [18]}]
+    assert rows.trimmed == [{"id": "d1", "split": "train", "text": " Dakar ", "answer_start": 17,
+                             "trimmed_text": "Dakar", "trimmed_start": 18}]  # fmt: skip
+    assert rows.skipped == []
+    window = make_windows(raw["train"][:], tokenizer, DataConfig(), for_eval=False)
+    start, end = window["start_positions"][0], window["end_positions"][0]
+    labelled = tokenizer.decode(window["input_ids"][0][start : end + 1])
+    assert labelled == "Dakar"
+    # A clean file is read once and left as it is.
+    _, clean = load_examples(DataConfig(dataset_name=None, train_file=str(dev_file), validation_file=str(dev_file)))
+    assert clean.trimmed == []
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:

@@ -40,9 +40,11 @@ def test_tiny_run_writes_wandb_offline_run_metrics_and_artifacts(tmp_path: Path,
         "eval_best_f1",
         "eval_best_f1_thresh",
         "eval_loss",
-        "eval_null_threshold",
     ):
         assert key in metrics
+    # The threshold the final evaluation applied, recorded once, with its policy.
+    assert record["null_threshold"] == {"value": 0.5, "policy": "fixed", "held_out_by": None}
+    assert "eval_null_threshold" not in metrics
     assert record["wandb_run_id"] and record["num_parameters"] > 0
     offline_runs = list((run / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and record["wandb_run_id"] in offline_runs[0].name

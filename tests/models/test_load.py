@@ -120,8 +120,12 @@ def test_the_spanbert_repos_own_vocab_lowercases_and_is_refused_for_a_cased_mode
 def test_a_checkpoint_without_tokenizer_files_names_the_setting(real: dict[str, Path]) -> None:
     from spanqa.models.load import load_tokenizer
 
+    release = str(real["release"])
     with pytest.raises(ModelLoadError, match=r"has no tokenizer files .* set model\.tokenizer_name_or_path="):
-        load_tokenizer(ModelConfig(name_or_path=str(real["release"]), tokenizer_name_or_path=None))
+        load_tokenizer(ModelConfig(name_or_path=release, tokenizer_name_or_path=None, tokenizer_fallback=None))
+    # With the default fallback (BERT's cased tokenizer) missing offline, the error names that setting.
+    with pytest.raises(ModelLoadError, match=r"^model\.tokenizer_fallback='google-bert/bert-base-cased' is not in the"):
+        load_tokenizer(ModelConfig(name_or_path=release))
 
 
 def test_remote_code_in_a_checkpoint_is_never_run(tmp_path: Path, demo_dir: Path) -> None:

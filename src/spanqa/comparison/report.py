@@ -68,7 +68,7 @@ def render_comparison(c: Comparison | None) -> str:
     b, s = c.bootstrap, c.seeds
     lines = [f"F1 difference **{c.candidate.label}** − **{c.baseline.label}** (positive: the candidate is better).", ""]
     if b is None:
-        lines.append("- Paired bootstrap skipped: it needs per_question.json from local run dirs of both groups.")
+        lines.append(f"- Paired bootstrap skipped: {c.bootstrap_skipped}.")
     else:
         p = f"p < {1 / b.n_resamples:g}" if b.p_value == 0 else f"p = {b.p_value:.4f}"
         side = "better" if b.low > 0 else "worse"
@@ -85,6 +85,7 @@ def render_comparison(c: Comparison | None) -> str:
     lines.append(
         f"- **Across seeds** ({kind}): {_num(s.diff, '+.2f')} ± {_num(s.spread)} F1"
         + (f" ({per_seed})" if per_seed else "")
+        + ("" if c.same_questions else "; the runs were scored on different questions, so this mixes the two")
     )
     if not math.isnan(s.spread) and abs(s.diff) < 2 * s.spread:
         lines.append("- The across-seed difference is within 2 std of 0: seed variation is as large as the effect.")

@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from spanqa.comparison import stats
-from spanqa.config import flatten
+from spanqa.config import flatten, is_operational
 from spanqa.env import wandb_key_configured, wandb_server_reachable
 from spanqa.errors import DataError
 from spanqa.models.heads import BASELINE
+from spanqa.rundir.layout import PER_QUESTION, find_run_dirs, is_finished
+from spanqa.rundir.record import NullThreshold, QuestionSet, RunRecord
 
-# Keys that change neither what is trained nor how it is scored never split groups (model.name is the label's head).
-IGNORED = ("seed", "run_name", "resume", "optimized_metric", "logger.", "demo.dir", "model.name", "model.head")
-IGNORED += ("trainer.dataloader_workers", "trainer.save_total_limit", "trainer.eval_batch_size")
-IGNORED += ("trainer.logging_steps",)
+# Beyond the operational settings (`config.OPERATIONAL_KEYS`), keys that never split groups: seeds are the
+# replicates, model.name and model.head are the label, and paths differ between machines.
+NOT_SPLITTING = ("seed", "demo.dir", "model.name", "model.head")
 PATH_SUFFIXES = ("_file", "_dir", "name_or_path", "_path")
 FAIRNESS = ("data.", "demo.", "trainer.epochs", "trainer.max_steps")  # differences here make a comparison unfair
 SCHEMA_ROOTS = ("model", "data", "optimizer", "trainer", "logger", "demo", "seed", "run_name")
@@ -32,23 +30,40 @@ SCHEMA_ROOTS = ("model", "data", "optimizer", "trainer", "logger", "demo", "seed
 @dataclass
 class Run:
     path: str
-    config: dict[str, Any]  # flattened: "optimizer.lr" → 3e-05
-    record: dict[str, Any]  # run.json: metrics, null_threshold_policy, log_history, train time, steps/s, params
+    record: RunRecord
     per_question: dict[str, dict[str, Any]] | None = None
-    overrides: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(init=False)  # flattened: "optimizer.lr" → 3e-05
+
+    def __post_init__(self) -> None:
+        self.config = self.record.flat_config
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return self.record["metrics"]
+        return self.record.metrics
 
     @property
-    def policy(self) -> str | None:
-        return self.record.get("null_threshold_policy")
+    def policy(self) -> str:
+        return self.record.null_threshold.policy
+
+    @property
+    def overrides(self) -> list[str]:
+        return self.record.overrides
 
     @property
     def max_grad_norm(self) -> float:
         """The clipping limit it trained with (the Trainer's default, 1.0, where the config does not say)."""
         return float(self.config.get("optimizer.max_grad_norm", 1.0))
+
+    @property
+    def questions(self) -> QuestionSet | None:
+        """The questions it was scored on: recorded, or (older records) read off per_question.json."""
+        if self.record.questions is not None:
+            return self.record.questions
+        return QuestionSet.of(self.per_question) if self.per_question is not None else None
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
 
 
 @dataclass
@@ -76,48 +91,21 @@ def _read_json(path: Path) -> Any:
 
 
 def discover_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(finished, unfinished) run dirs: a dir with .hydra/config.yaml, at any depth under each path."""
+    """(finished, unfinished) run dirs at any depth under each path."""
     finished: dict[Path, None] = {}
     unfinished: dict[Path, None] = {}
     for root in paths:
         if not root.exists():
             raise DataError(f"{root}: no such file or directory")
-        for dirpath, dirnames, _ in os.walk(root):
-            here = Path(dirpath)
-            if (here / ".hydra" / "config.yaml").is_file():
-                (finished if (here / "run.json").is_file() else unfinished)[here] = None
-                dirnames.clear()  # checkpoints/, eval/step-N/: parts of this run, never runs themselves
-            dirnames.sort()
+        for here in find_run_dirs(root):
+            (finished if is_finished(here) else unfinished)[here] = None
     return list(finished), list(unfinished)
 
 
 def load_run(run_dir: Path) -> Run:
-    """A finished run dir. Its config is the one run.json recorded (Hydra rewrites .hydra/config.yaml when a
-    sweep is relaunched into the dir, even a relaunch that is then refused); .hydra/ for runs that predate that."""
-    record = _read_json(run_dir / "run.json")
-    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
-        raise DataError(f"{run_dir / 'run.json'}: no metrics object")
-    try:
-        if isinstance(record.get("config"), dict):
-            tree = record["config"]
-        else:
-            cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-            try:
-                tree = OmegaConf.to_container(cfg, resolve=True)
-            except Exception:  # Hydra-only resolvers (${now:...}, ${hydra:...}) do not exist outside a Hydra job
-                tree = OmegaConf.to_container(cfg, resolve=False)
-        ov_file = run_dir / ".hydra" / "overrides.yaml"
-        overrides = [str(o) for o in OmegaConf.load(ov_file)] if ov_file.is_file() else []
-    except Exception as exc:
-        raise DataError(f"{run_dir}: unreadable .hydra config ({str(exc).splitlines()[0]})") from None
-    pq_file = run_dir / "per_question.json"
-    return Run(
-        path=str(run_dir),
-        config=flatten(tree),  # type: ignore[arg-type]
-        record=record,
-        per_question=_read_json(pq_file) if pq_file.is_file() else None,
-        overrides=record.get("overrides", overrides),
-    )
+    """A finished run dir: its run record, and its per-question scores when it has them."""
+    pq_file = run_dir / PER_QUESTION
+    return Run(str(run_dir), RunRecord.read(run_dir), _read_json(pq_file) if pq_file.is_file() else None)
 
 
 def load_wandb_runs(spec: str) -> list[Run]:
@@ -148,19 +136,25 @@ def _from_wandb(r: Any) -> Run:
         if evals:
             history.append({**evals, **where})
     summary = dict(r.summary)
-    config = {k: v for k, v in flatten(dict(r.config)).items() if k.split(".")[0] in SCHEMA_ROOTS}
-    record = {
-        "metrics": {k: v for k, v in summary.items() if k.startswith("eval_") or k in ("epoch", "best_epoch")},
-        "null_threshold_policy": config.get("data.null_threshold.policy"),
-        "log_history": history,
-        "train_runtime_s": summary.get("train/train_runtime"),
-        "train_steps_per_second": summary.get("train/train_steps_per_second"),
-    }
-    return Run(r.url, config, record)
+    config = {k: v for k, v in dict(r.config).items() if k in SCHEMA_ROOTS}
+    metrics = {k: v for k, v in summary.items() if k.startswith("eval_") or k in ("epoch", "best_epoch")}
+    threshold = metrics.pop("eval_null_threshold", math.nan)
+    record = RunRecord(
+        run_name=str(config.get("run_name", r.name)),
+        config=config,
+        config_digest="",
+        metrics=metrics,
+        null_threshold=NullThreshold(threshold, str(flatten(config).get("data.null_threshold.policy", "fixed"))),
+        log_history=history,
+        train_runtime_s=summary.get("train/train_runtime"),
+        train_steps_per_second=summary.get("train/train_steps_per_second"),
+        config_source="W&B",
+    )
+    return Run(r.url, record)
 
 
 def _ignored(key: str) -> bool:
-    return key.startswith(IGNORED) or key.endswith(PATH_SUFFIXES)
+    return is_operational(key) or key in NOT_SPLITTING or key.endswith(PATH_SUFFIXES)
 
 
 def _varying(runs: list[Run], key: str) -> bool:
@@ -186,7 +180,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
 def summary_table(groups: list[Group]) -> list[dict[str, Any]]:
     rows = []
     for g in groups:
-        norm, clipped = stats.gradient_clipping([(r.record.get("log_history") or [], r.max_grad_norm) for r in g.runs])
+        norm, clipped = stats.gradient_clipping([(r.record.log_history, r.max_grad_norm) for r in g.runs])
         rows.append(
             {"group": g.label, **stats.summarize([r.record for r in g.runs]), "grad_norm": norm, "clipped": clipped}
         )
@@ -208,13 +202,61 @@ class Comparison:
     candidate: Group
     bootstrap: stats.BootstrapResult | None
     seeds: stats.SeedDifference
+    bootstrap_skipped: str | None = None  # why there is no bootstrap, when there is none
+    same_questions: bool = True
 
 
-def compare_groups(baseline: Group, candidate: Group, n_resamples: int = 10_000, seed: int = 0) -> Comparison:
+def question_sets(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs by the questions they were scored on (ids digest; "count:N" where only the count is known)."""
+    out: dict[str, list[Run]] = {}
+    for r in runs:
+        q = r.questions
+        key = q.ids_digest if q is not None else f"count:{r.metrics.get('eval_total')}"
+        out.setdefault(key, []).append(r)
+    return out
+
+
+def _count(r: Run) -> str:
+    return fmt_value(r.questions.count if r.questions is not None else r.metrics.get("eval_total"))
+
+
+def check_same_questions(runs: list[Run]) -> None:
+    """A comparison scores both groups on one question set; runs scored on different ones stop it here."""
+    sets = question_sets(runs)
+    if len(sets) > 1:
+        shown = "; ".join(
+            f"{len(rs)} run{'s' if len(rs) > 1 else ''} on {_count(rs[0])} questions (e.g. {rs[0].name})"
+            for rs in sets.values()
+        )
+        raise DataError(
+            f"the runs were scored on different evaluation questions ({shown}): compare runs of one evaluation "
+            "set, or pass --allow-different-questions to pair them on the questions they share"
+        )
+
+
+def compare_groups(
+    baseline: Group, candidate: Group, n_resamples: int = 10_000, seed: int = 0, allow_different_questions: bool = False
+) -> Comparison:
+    """Candidate − baseline. Refuses (DataError) groups scored on different questions unless allowed."""
+    runs = baseline.runs + candidate.runs
+    same = len(question_sets(runs)) == 1
+    if not same and not allow_different_questions:
+        check_same_questions(runs)
+    seeds = stats.seed_difference(_seed_f1(baseline), _seed_f1(candidate))
+    missing = [r.name for r in runs if not r.per_question]
+    if missing:
+        reason = (
+            f"{len(missing)} of the {len(runs)} runs have no per-question scores ({', '.join(missing[:3])}"
+            + (", …" if len(missing) > 3 else "")
+            + "; W&B runs carry none)"
+        )
+        return Comparison(baseline, candidate, None, seeds, reason, same)
     fb, fc = stats.seed_mean_by_question(baseline.tables), stats.seed_mean_by_question(candidate.tables)
     qids = sorted(fb.keys() & fc.keys())
-    boot = stats.paired_bootstrap([fb[q] for q in qids], [fc[q] for q in qids], n_resamples, seed) if qids else None
-    return Comparison(baseline, candidate, boot, stats.seed_difference(_seed_f1(baseline), _seed_f1(candidate)))
+    if not qids:
+        return Comparison(baseline, candidate, None, seeds, "the two groups share no evaluation question", same)
+    boot = stats.paired_bootstrap([fb[q] for q in qids], [fc[q] for q in qids], n_resamples, seed)
+    return Comparison(baseline, candidate, boot, seeds, None, same)
 
 
 def choose_pair(groups: list[Group], baseline: str | None, candidate: str | None) -> tuple[Group, Group] | None:
@@ -257,13 +299,10 @@ def fairness_warnings(runs: list[Run]) -> list[str]:
     ):
         if len(values) > 1:
             out.append(f"runs used different {what}: {', '.join(sorted(values))}")
-    qsets = {frozenset(t) for r in runs if (t := r.per_question)}
-    if len(qsets) > 1:
+    if len(question_sets(runs)) > 1:
         out.append("runs were scored on different question sets (the bootstrap uses only the shared ones)")
     silent = [
-        Path(r.path).name
-        for r in runs
-        if r.per_question and all(v.get("prediction") == "" for v in r.per_question.values())
+        r.name for r in runs if r.per_question and all(v.get("prediction") == "" for v in r.per_question.values())
     ]
     if silent:
         out.append(f"answered no question at all (scores only measure the no-answer rate): {', '.join(silent)}")

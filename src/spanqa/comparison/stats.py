@@ -7,9 +7,12 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from spanqa.rundir.record import RunRecord
 
 QUESTION_WORDS = ("what", "who", "when", "where", "which", "why", "how", "other")
 LENGTH_BUCKETS = ("unanswerable", "1", "2-3", "4-6", "7+")
@@ -175,9 +178,9 @@ def error_breakdown(tables: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[s
     }
 
 
-def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One group's row from its runs' run.json records: (mean, std) of the SUMMARY_METRICS, means of the rest."""
-    metrics = [r.get("metrics", {}) for r in records]
+def summarize(records: Sequence[RunRecord]) -> dict[str, Any]:
+    """One group's row from its runs' records: (mean, std) of the SUMMARY_METRICS, means of the rest."""
+    metrics = [r.metrics for r in records]
 
     def mean(values: Iterable[Any]) -> float:
         return mean_std(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))[0]
@@ -185,11 +188,12 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "n": len(records),
         **{m: mean_std(x.get(f"eval_{m}") for x in metrics) for m in SUMMARY_METRICS},
-        **{k: mean(x.get(f"eval_{k}") for x in metrics) for k in ("best_f1", "best_f1_thresh", "null_threshold")},
-        "policy": ", ".join(sorted({str(r.get("null_threshold_policy")) for r in records})),
-        "train_time_s": mean(r.get("train_runtime_s") for r in records),
-        "steps_per_s": mean(r.get("train_steps_per_second") for r in records),
-        "params": sorted({r["num_parameters"] for r in records if r.get("num_parameters") is not None}),
+        **{k: mean(x.get(f"eval_{k}") for x in metrics) for k in ("best_f1", "best_f1_thresh")},
+        "null_threshold": mean(r.null_threshold.value for r in records),
+        "policy": ", ".join(sorted({r.null_threshold.policy for r in records})),
+        "train_time_s": mean(r.train_runtime_s for r in records),
+        "steps_per_s": mean(r.train_steps_per_second for r in records),
+        "params": sorted({r.num_parameters for r in records if r.num_parameters is not None}),
     }
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,18 +111,36 @@ def unique_ids(ids: Iterable[str], where: str) -> None:
         raise DataError(f"{where}: duplicate question id {ids[dup[0]]!r}")
 
 
+def is_blank(text: str) -> bool:
+    """Nothing a tokenizer keeps: whitespace, and invisible format or control characters (U+200B zero-width space,
+    U+FEFF, soft hyphens), which BERT's normaliser drops."""
+    return all(c.isspace() or unicodedata.category(c)[0] == "C" for c in text)
+
+
 def row_problem(question: Any, context: Any, texts: Sequence[str] = (), starts: Sequence[int] = ()) -> str | None:
     """Why a row cannot be used, as a predicate of "question <id> ...", or None: a blank question or context
     windows into nothing, and an answer not found at its answer_start trains the model on the wrong tokens."""
     for name, value in (("question", question), ("context", context)):
         if not isinstance(value, str):
             return f"has a {name} that is not a string"
-        if not value.strip():
+        if is_blank(value):
             return f"has an empty {name}"
     for text, start in zip(texts, starts, strict=True):
-        if not text or context[start : start + len(text)] != text:
+        if not text or is_blank(text):
+            return f"has a blank answer {text!r}"
+        if context[start : start + len(text)] != text:
             return f"has an answer {text!r} not at answer_start={start} of its context"
     return None
+
+
+def trimmed_answer(context: str, text: str, start: int) -> tuple[str, int] | None:
+    """(text, answer_start) without the whitespace around an answer found at its answer_start, or None when there
+    is nothing to trim (or it is not at answer_start: the row check reports that). Labels are the tokens the answer
+    covers: " Dakar " at its place would be labelled as the words on either side of it too."""
+    stripped = text.strip()
+    if stripped == text or not stripped or context[start : start + len(text)] != text:
+        return None
+    return stripped, start + len(text) - len(text.lstrip())
 
 
 def check_question(qid: str, question: Any, context: Any, where: str) -> None:
@@ -226,9 +246,19 @@ def _from_dataset(name: str) -> DatasetDict:
     return DatasetDict({split: raw[split] for split in SPLITS})
 
 
-def load_examples(cfg: DataConfig) -> tuple[DatasetDict, list[dict[str, str]]]:
+@dataclass
+class RowReport:
+    """What the data step did to rows: dropped as malformed (data.bad_rows=skip: [{id, split, reason}]) and answers
+    trimmed of surrounding whitespace ([{id, split, text, answer_start, trimmed_text, trimmed_start}])."""
+
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    trimmed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_examples(cfg: DataConfig) -> tuple[DatasetDict, RowReport]:
     """Train and validation examples with columns id, title, context, question, answers{text, answer_start}, and
-    the training rows dropped as malformed (data.bad_rows=skip): [{id, split, reason}]."""
+    what was done to their rows: answers with surrounding whitespace trimmed (both splits: the official scorer
+    ignores that whitespace, so scores do not change), malformed training rows dropped under data.bad_rows=skip."""
     from datasets import DatasetDict
 
     if cfg.train_file is not None and cfg.validation_file is not None:
@@ -240,10 +270,43 @@ def load_examples(cfg: DataConfig) -> tuple[DatasetDict, list[dict[str, str]]]:
         raw["train"] = raw["train"].select(range(min(cfg.max_train_samples, len(raw["train"]))))
     if cfg.max_eval_samples is not None:
         raw["validation"] = raw["validation"].select(range(min(cfg.max_eval_samples, len(raw["validation"]))))
+    report = RowReport()
+    for split in SPLITS:
+        raw[split], trimmed = trim_answers(raw[split], split)
+        report.trimmed += trimmed
     # The rows that will be used. Evaluation rows are never dropped: the reported scores need the whole set.
-    raw["train"], skipped = check_examples(raw["train"], "train", skip=cfg.bad_rows == "skip")
+    raw["train"], report.skipped = check_examples(raw["train"], "train", skip=cfg.bad_rows == "skip")
     raw["validation"], _ = check_examples(raw["validation"], "validation", skip=False)
-    return DatasetDict({split: ds.select_columns(list(COLUMNS)) for split, ds in raw.items()}), skipped
+    return DatasetDict({split: ds.select_columns(list(COLUMNS)) for split, ds in raw.items()}), report
+
+
+def trim_answers(ds: Dataset, split: str) -> tuple[Dataset, list[dict[str, Any]]]:
+    """The split with every answer's surrounding whitespace trimmed and its answer_start moved to match, and one
+    entry per trimmed answer. The common case (nothing to trim) reads the answers once and writes nothing."""
+    trimmed: list[dict[str, Any]] = []
+    columns = ds.select_columns(["id", "context", "answers"])
+    for batch in columns.iter(batch_size=2048):
+        for qid, context, answers in zip(batch["id"], batch["context"], batch["answers"], strict=True):
+            for text, start in zip(answers["text"], answers["answer_start"], strict=True):
+                if isinstance(context, str) and (new := trimmed_answer(context, text, start)) is not None:
+                    trimmed.append({"id": qid, "split": split, "text": text, "answer_start": start,
+                                    "trimmed_text": new[0], "trimmed_start": new[1]})  # fmt: skip
+    if not trimmed:
+        return ds, []
+    log.warning("%s: %d answers trimmed of surrounding whitespace", split, len(trimmed))
+    return ds.map(_trim_batch, batched=True, features=ds.features, desc=f"{split}: trim answers"), trimmed
+
+
+def _trim_batch(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    out = []
+    for context, answers in zip(batch["context"], batch["answers"], strict=True):
+        texts, starts = [], []
+        for text, start in zip(answers["text"], answers["answer_start"], strict=True):
+            new = trimmed_answer(context, text, start) if isinstance(context, str) else None
+            texts.append(text if new is None else new[0])
+            starts.append(start if new is None else new[1])
+        out.append({"text": texts, "answer_start": starts})
+    return {"answers": out}
 
 
 def check_examples(ds: Dataset, split: str, skip: bool = False) -> tuple[Dataset, list[dict[str, str]]]:

@@ -21,7 +21,7 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from spanqa.config import DataConfig
-from spanqa.data.squad import load_examples
+from spanqa.data.squad import RowReport, load_examples
 from spanqa.errors import DataError
 
 
@@ -225,11 +225,11 @@ class QAData:
     train: Dataset  # training windows (model inputs + labels)
     eval_set: EvalSet  # the reported evaluation set
     held_out_set: EvalSet | None  # training questions held out to tune the null threshold
-    skipped: list[dict[str, str]] = field(default_factory=list)  # training rows dropped (data.bad_rows=skip)
+    rows: RowReport = field(default_factory=RowReport)  # rows dropped (data.bad_rows=skip) or trimmed
 
 
 def prepare_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> QAData:
-    raw, skipped = load_examples(cfg)
+    raw, rows = load_examples(cfg)
     held_out = None
     if cfg.null_threshold.policy == "held_out":  # split before windowing
         raw["train"], held_out = hold_out(
@@ -241,7 +241,7 @@ def prepare_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int)
     if held_out is not None:
         held_out_feats = windows(held_out, tokenizer, cfg, for_eval=True, desc="held-out windows")
         held_out_set = EvalSet.build("held_out", held_out, _longest_first(held_out_feats))
-    return QAData(train, eval_set, held_out_set, skipped)
+    return QAData(train, eval_set, held_out_set, rows)
 
 
 def hold_out(train: Dataset, fraction: float, by: str, seed: int) -> tuple[Dataset, Dataset]:

@@ -63,6 +63,12 @@ class NBestArrays:
             return {eid: entries[lo:hi] for eid, lo, hi in zip(self.example_ids, bounds[:-1], bounds[1:], strict=True)}
 
 
+def decide_answer(best_span: str, na_prob: float, threshold: float) -> str:
+    """The one null-threshold rule (the official scorer's): "" when the no-answer probability exceeds the threshold,
+    else the best span."""
+    return "" if na_prob > threshold else best_span
+
+
 @dataclass
 class Predictions:
     answers: dict[str, str]  # example id -> answer after the threshold ("" = no answer)
@@ -70,6 +76,10 @@ class Predictions:
     score_diff: dict[str, float]  # null - best span score (the SQuAD 2 reference's null odds)
     na_prob: dict[str, float]  # sigmoid(score_diff)
     nbest_source: dict[str, list[dict]] | NBestArrays = field(repr=False)
+
+    def thresholded(self, threshold: float) -> dict[str, str]:
+        """Every question's answer under `threshold`."""
+        return {qid: decide_answer(span, self.na_prob[qid], threshold) for qid, span in self.best_span.items()}
 
     @cached_property
     def nbest(self) -> dict[str, list[dict]]:
@@ -187,12 +197,12 @@ def select_answers(
     char_start[answered] = offsets[window[top], start[top], 0]
     char_end[answered] = offsets[window[top], end[top], 1]
     texts = [c[a:b] for c, a, b in zip(contexts, char_start.tolist(), char_end.tolist(), strict=True)]
-    is_null = (na_prob > na_prob_thresh).tolist()
+    probs = na_prob.tolist()
     return Predictions(
-        answers={eid: "" if no else text for eid, text, no in zip(example_ids, texts, is_null, strict=True)},
+        answers={e: decide_answer(t, p, na_prob_thresh) for e, t, p in zip(example_ids, texts, probs, strict=True)},
         best_span=dict(zip(example_ids, texts, strict=True)),
         score_diff=dict(zip(example_ids, score_diff.tolist(), strict=True)),
-        na_prob=dict(zip(example_ids, na_prob.tolist(), strict=True)),
+        na_prob=dict(zip(example_ids, probs, strict=True)),
         nbest_source=NBestArrays(
             example_ids=example_ids,
             contexts=contexts,

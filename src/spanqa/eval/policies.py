@@ -31,8 +31,7 @@ class Outcome:
     held_out_by: str | None = None  # the held_out policy's unit: article | question
 
     def answers(self) -> dict[str, str]:
-        p = self.predictions
-        return {qid: "" if p.na_prob[qid] > self.threshold else p.best_span[qid] for qid in p.best_span}
+        return self.predictions.thresholded(self.threshold)
 
 
 def postprocess(cands: WindowCandidates, es: EvalSet, n_best: int) -> Predictions:

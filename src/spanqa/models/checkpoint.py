@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from spanqa.config import ModelConfig
+from spanqa.env import is_offline
 from spanqa.errors import ModelLoadError
 
 WEIGHT_FILES = (
@@ -17,6 +18,9 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+# A tokenizer stating its casing: tokenizer.json holds its normaliser, tokenizer_config.json its do_lower_case.
+# A bare vocab.txt (the SpanBERT Hub repo ships one) is loaded lower-casing by transformers, whatever it was.
+CASING_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def check_local_dir(name_or_path: str, key: str) -> bool:
@@ -47,8 +51,31 @@ def check_model_source(cfg: ModelConfig) -> None:
         check_local_dir(cfg.tokenizer_name_or_path, "model.tokenizer_name_or_path")
 
 
-def has_tokenizer_files(path: str | Path) -> bool:
-    return any((Path(path).expanduser() / f).is_file() for f in TOKENIZER_FILES)
+def shipped_tokenizer_files(name_or_path: str) -> frozenset[str]:
+    """The tokenizer files a checkpoint ships: listed for a local dir; for a Hub id, as the local Hugging Face cache
+    knows them and, online, as the Hub answers (missing files are remembered in the cache)."""
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return frozenset(f for f in TOKENIZER_FILES if (local / f).is_file())
+    if local.exists() or name_or_path.count("/") != 1:
+        return frozenset()
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError
+
+    found = set()
+    for name in TOKENIZER_FILES:
+        cached = try_to_load_from_cache(name_or_path, name)
+        if isinstance(cached, str):
+            found.add(name)
+        elif cached is None and not is_offline():  # not known here: ask the Hub
+            try:
+                hf_hub_download(name_or_path, name)
+                found.add(name)
+            except EntryNotFoundError:
+                pass
+            except Exception:  # unreachable or private: loading the checkpoint reports it
+                pass
+    return frozenset(found)
 
 
 def checkpoint_casing(name_or_path: str) -> bool | None:

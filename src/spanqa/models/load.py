@@ -16,7 +16,8 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from transformers import (
@@ -34,7 +35,13 @@ from transformers.utils import logging as hf_logging
 from spanqa.config import ModelConfig
 from spanqa.env import is_local, is_offline
 from spanqa.errors import ModelLoadError
-from spanqa.models.checkpoint import check_local_dir, checkpoint_casing, has_tokenizer_files, saved_model_type
+from spanqa.models.checkpoint import (
+    CASING_FILES,
+    check_local_dir,
+    checkpoint_casing,
+    saved_model_type,
+    shipped_tokenizer_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +59,68 @@ def _unreachable(key: str, name: str, err: Exception) -> ModelLoadError:
     return ModelLoadError(f"{key}={name!r} could not be loaded: {str(err).splitlines()[0]}")
 
 
-def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
-    name = cfg.tokenizer_name_or_path or cfg.name_or_path
-    key = "model.tokenizer_name_or_path" if cfg.tokenizer_name_or_path else "model.name_or_path"
+@dataclass(frozen=True)
+class TokenizerChoice:
+    """Which tokenizer a model config windows with, and why."""
+
+    name_or_path: str
+    key: str  # the setting naming it: model.name_or_path (the checkpoint's own), model.tokenizer_name_or_path,
+    # or model.tokenizer_fallback
+    shipped: frozenset[str]  # the tokenizer files the checkpoint itself ships
+
+
+def choose_tokenizer(cfg: ModelConfig) -> TokenizerChoice:
+    """The user's `model.tokenizer_name_or_path` when set; else the checkpoint's own tokenizer when it ships one that
+    states its casing; else `model.tokenizer_fallback` (SpanBERT: BERT's cased tokenizer)."""
+    check_local_dir(cfg.name_or_path, "model.name_or_path")
+    shipped = shipped_tokenizer_files(cfg.name_or_path)
+    if cfg.tokenizer_name_or_path:
+        return TokenizerChoice(cfg.tokenizer_name_or_path, "model.tokenizer_name_or_path", shipped)
+    if shipped & set(CASING_FILES):
+        return TokenizerChoice(cfg.name_or_path, "model.name_or_path", shipped)
+    if cfg.tokenizer_fallback:
+        return TokenizerChoice(cfg.tokenizer_fallback, "model.tokenizer_fallback", shipped)
+    what = "tokenizer files stating its casing (only vocab.txt)" if shipped else "tokenizer files"
+    raise ModelLoadError(
+        f"model.name_or_path={cfg.name_or_path!r} has no {what} (the SpanBERT release ships none): set "
+        "model.tokenizer_name_or_path=google-bert/bert-base-cased or a local copy of it"
+    )
+
+
+def _from_pretrained(name: str, key: str) -> PreTrainedTokenizerBase:
     check_local_dir(name, key)
-    if cfg.tokenizer_name_or_path is None and is_local(name) and not has_tokenizer_files(name):
-        raise ModelLoadError(
-            f"model.name_or_path={name!r} has no tokenizer files (the SpanBERT release ships none): set "
-            "model.tokenizer_name_or_path=google-bert/bert-base-cased or a local copy of it"
-        )
     try:
         return AutoTokenizer.from_pretrained(name, use_fast=True)
     except Exception as err:
         raise _unreachable(key, name, err) from err
+
+
+def _described(tokenizer: PreTrainedTokenizerBase, with_casing: bool) -> str:
+    casing = ", lower-cases" if lowercases(tokenizer) else ", keeps case"
+    return f"{len(tokenizer.get_vocab()):,} tokens" + (casing if with_casing else "")
+
+
+def load_tokenizer(cfg: ModelConfig, choice: TokenizerChoice | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer `choose_tokenizer` picks. One other than the checkpoint's own must agree with the tokenizer
+    files the checkpoint ships (same vocabulary; same lower-casing when those files state it), or the model would
+    read token ids it was never trained on."""
+    choice = choice or choose_tokenizer(cfg)
+    tokenizer = _from_pretrained(choice.name_or_path, choice.key)
+    if choice.key == "model.name_or_path" or not choice.shipped:
+        return tokenizer
+    own = _from_pretrained(cfg.name_or_path, "model.name_or_path")
+    with_casing = bool(choice.shipped & set(CASING_FILES))
+    if own.get_vocab() != tokenizer.get_vocab() or (with_casing and lowercases(own) != lowercases(tokenizer)):
+        advice = (
+            "leave model.tokenizer_name_or_path unset to use the checkpoint's own"
+            if choice.key == "model.tokenizer_name_or_path"
+            else "set model.tokenizer_name_or_path to the tokenizer the model was trained with"
+        )
+        raise ModelLoadError(
+            f"{choice.key}={choice.name_or_path!r} ({_described(tokenizer, with_casing)}) is not the tokenizer "
+            f"model.name_or_path={cfg.name_or_path!r} ships ({_described(own, with_casing)}): {advice}"
+        )
+    return tokenizer
 
 
 @contextlib.contextmanager
@@ -114,12 +170,15 @@ def _check_loaded(name: str, info: dict[str, Any], new_head: tuple[str, ...]) ->
         log.info("%s: new task head initialised (%s)", name, ", ".join(new))
 
 
-def _loading(load: Callable[..., PreTrainedModel]) -> Callable[..., PreTrainedModel]:
+Loaded = TypeVar("Loaded")
+
+
+def _loading(load: Callable[..., Loaded]) -> Callable[..., Loaded]:
     """A loader that reports any failure as one ModelLoadError naming model.name_or_path, with transformers' own
     loading report silenced (`_check_loaded` says what matters)."""
 
     @functools.wraps(load)
-    def checked(cfg: ModelConfig, *args: Any) -> PreTrainedModel:
+    def checked(cfg: ModelConfig, *args: Any) -> Loaded:
         try:
             with _quiet_transformers():
                 return load(cfg, *args)
@@ -176,6 +235,21 @@ def load_crf_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
     )
     _check_loaded(cfg.name_or_path, info, new_head=())
     return model
+
+
+@_loading
+def expected_parameters(cfg: ModelConfig) -> int:
+    """About how many parameters the model of `cfg` has (its encoder plus a start/end layer: the heads differ by a
+    few hundred), from config.json alone: built on the meta device, no memory used and no weights read, so disk
+    space is checked before a model is loaded or downloaded."""
+    from spanqa.models.crf import SpanBertCrfConfig
+
+    if saved_model_type(cfg.name_or_path) == SpanBertCrfConfig.model_type:
+        config: PreTrainedConfig = BertConfig(**SpanBertCrfConfig.from_pretrained(cfg.name_or_path).encoder)
+    else:
+        config = load_config(cfg)
+    with torch.device("meta"):
+        return AutoModelForQuestionAnswering.from_config(config).num_parameters()
 
 
 def max_positions(config: Any) -> int | None:

@@ -27,6 +27,7 @@ from transformers import (
 from spanqa.config import Config, DataConfig
 from spanqa.data.collate import WindowCollator
 from spanqa.data.windows import EvalSet, QAData
+from spanqa.env import disk_full_reported
 from spanqa.errors import TrainingError
 from spanqa.eval.answers import Predictions
 from spanqa.eval.policies import Outcome, postprocess, score, tuned_threshold, write_artifacts
@@ -133,6 +134,21 @@ class QATrainer(Trainer):
             return super().prediction_step(model, inputs, *args, **kwargs)
         torch.compiler.cudagraph_mark_step_begin()
         return tuple(_copied(x) for x in super().prediction_step(model, inputs, *args, **kwargs))
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """As the Trainer's; a disk that fills mid-save is one line, and the half-written checkpoint is removed
+        (the earlier ones are whole: the Trainer deletes old checkpoints only after a save succeeds)."""
+        name = f"checkpoint-{self.state.global_step}"
+        partial = Path(self.args.output_dir) / name
+        earlier = sorted(Path(self.args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        intact = [p.name for p in earlier if p.name != name]
+        with disk_full_reported(
+            self.run_dir,
+            f"{name} into {self.args.output_dir}",
+            partial=partial,
+            intact=(f"{', '.join(intact)} intact: free space, then relaunch with resume=true" if intact else ""),
+        ):
+            super()._save_checkpoint(model, trial)
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _answers(self, predictions: np.ndarray | tuple[np.ndarray, ...], es: EvalSet) -> Predictions:

@@ -9,22 +9,25 @@ from typing import Any
 import pytest
 
 from spanqa.errors import ConfigError
-from spanqa.training.records import (
-    RECORD,
-    RunIdentity,
-    best_epoch,
-    last_checkpoint,
-    record_start,
-    run_state,
-    summary_line,
-)
+from spanqa.rundir.layout import RECORD
+from spanqa.rundir.record import RunIdentity
+from spanqa.training.relaunch import last_checkpoint, run_state
+from spanqa.training.results import best_epoch, summary_line
 
 
 def checkpoint(run: Path, step: int, complete: bool = True) -> Path:
+    """A checkpoint dir as the Trainer writes it (weights, optimizer, scheduler, state); incomplete: killed
+    before trainer_state.json, which is written last."""
+    import torch
+    from safetensors.torch import save_file
+
     path = run / "checkpoints" / f"checkpoint-{step}"
     path.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(path / "model.safetensors"))
+    torch.save({"state": {}}, path / "optimizer.pt")
+    torch.save({"last_epoch": step}, path / "scheduler.pt")
     if complete:
-        (path / "trainer_state.json").write_text("{}")
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
     return path
 
 
@@ -124,7 +127,7 @@ def test_a_relaunched_sweep_skips_only_a_job_with_the_same_config(tmp_path: Path
 
 
 def test_an_interrupted_job_resumes_only_under_the_config_it_started_with(tmp_path: Path) -> None:
-    record_start(tmp_path, RunIdentity.of(config()))
+    RunIdentity.of(config()).write_started(tmp_path)
     checkpoint(tmp_path, 10)
     assert run_state(tmp_path, False, True, RunIdentity.of(config())) == "resume"
     assert run_state(tmp_path, True, False, RunIdentity.of(config())) == "resume"
