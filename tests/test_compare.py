@@ -116,6 +116,29 @@ def test_unfair_comparisons_are_flagged(tmp_path: Path, capsys: pytest.CaptureFi
     ]
 
 
+def test_runs_scored_on_different_questions_are_not_paired_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    write_run(tmp_path / "runs" / "a", "spanbert", 1, 0.5)
+    write_run(tmp_path / "runs" / "b", "spanbert_crf", 1, 0.6, n_questions=N_QUESTIONS // 2)
+    out = tmp_path / "r"
+    code, stdout, err = run_main([str(tmp_path / "runs"), "--out", str(out), "--resamples", "200"], capsys)
+    assert code == 2 and err.count("\n") == 1 and not stdout
+    assert err == (
+        f"error: the runs were scored on different evaluation questions (1 run on {N_QUESTIONS} questions (e.g. a); "
+        f"1 run on {N_QUESTIONS // 2} questions (e.g. b)): compare runs of one evaluation set, or pass "
+        "--allow-different-questions to pair them on the questions they share\n"
+    )
+    assert not (out / "report.md").exists()
+    argv = [str(tmp_path / "runs"), "--out", str(out), "--resamples", "200", "--allow-different-questions"]
+    code, stdout, _ = run_main(argv, capsys)
+    assert code == 0
+    report = (out / "report.md").read_text()
+    assert f"**Paired bootstrap over {N_QUESTIONS // 2} questions**" in report  # the shared ones, and said so
+    assert "the runs were scored on different questions, so this mixes the two" in report
+    assert "needs per_question.json" not in report
+
+
 def test_error_analysis_tables(multirun: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "r"
     assert run_main([str(multirun), "--out", str(out), "--resamples", "200"], capsys)[0] == 0

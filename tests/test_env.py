@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import socket
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from spanqa.env import check_free_space, checkpoint_bytes
+from spanqa.env import check_free_space, checkpoint_bytes, disk_full_reported, human_size
 from spanqa.errors import OutputError
 
 
@@ -124,3 +125,24 @@ def test_disk_space_is_checked_against_the_checkpoints_to_keep(tmp_path: Path) -
     check_free_space(tmp_path, needed=1)
     with pytest.raises(OutputError, match="GB free but the run's checkpoints need about"):
         check_free_space(tmp_path, needed=shutil.disk_usage(tmp_path).free * 2)
+
+
+def test_sizes_below_a_gigabyte_are_given_in_megabytes() -> None:
+    assert (human_size(2.5e9), human_size(0.999e9), human_size(412_345), human_size(0)) == (
+        "2.50 GB", "999.0 MB", "0.4 MB", "0.0 MB",
+    )  # fmt: skip
+
+
+def test_a_write_that_runs_out_of_disk_is_one_line_and_removes_its_half(tmp_path: Path) -> None:
+    partial = tmp_path / "checkpoint-8"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"12")
+    with (
+        pytest.raises(OutputError) as err,
+        disk_full_reported(tmp_path, "checkpoint-8", partial, "checkpoint-4 intact"),
+    ):
+        raise RuntimeError("basic_ios::clear: iostream error") from OSError(errno.ENOSPC, "No space left on device")
+    assert str(err.value).startswith(f"writing checkpoint-8 failed: the disk holding {str(tmp_path)!r} is full (")
+    assert str(err.value).endswith(" free); checkpoint-4 intact") and not partial.exists()
+    with pytest.raises(ValueError, match="not about disks"), disk_full_reported(tmp_path, "x"):
+        raise ValueError("not about disks")  # other failures pass through unchanged (this disk has room)

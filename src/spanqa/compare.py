@@ -1,6 +1,6 @@
 """`make compare` → `python -m spanqa.compare [RUNS ...]`: does the CRF head help, beyond seed and sample noise?
 
-Finds finished Hydra run dirs (run.json next to .hydra/config.yaml) under the given paths, groups them by model
+Finds finished run dirs (their run record, run.json) under the given paths, groups them by model
 and by every config key that differs between runs (seeds, names, paths and logging aside), and writes report.md
 (summary table, paired bootstrap over questions, across-seed view, error analysis) and three figures
 (`spanqa.comparison`: runs, stats, plots, report).

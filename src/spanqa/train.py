@@ -24,7 +24,7 @@ from spanqa.data.squad import check_data_source
 from spanqa.env import settle_offline_mode
 from spanqa.errors import EXIT_PREEMPTED, Preempted, reported, stop
 from spanqa.models.checkpoint import check_model_source
-from spanqa.rundir.layout import write_launch_files
+from spanqa.rundir.layout import is_finished, write_launch_files
 from spanqa.rundir.lock import RunLock
 from spanqa.rundir.record import RunIdentity, RunRecord
 from spanqa.training.relaunch import decide, run_state
@@ -42,15 +42,15 @@ def train(
     # What this job computes, as validated (local files imply no dataset name, short ids are resolved): the record
     # holds what the run used, and a relaunched sweep skips the job only if that is unchanged.
     identity = RunIdentity.of(OmegaConf.structured(conf), overrides)
-    if decide(run_dir, conf.resume, multirun, identity, conf.rerun_changed) == "done":  # read-only: no lock needed
-        print(f"{conf.run_name}: already finished in {run_dir}, skipped")
-        return RunRecord.read(run_dir).metrics
-    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the dir for all ranks
-    with RunLock.held(run_dir) if rank0 else contextlib.nullcontext():
-        state = run_state(run_dir, conf.resume, multirun, identity, conf.rerun_changed)  # again, now under the lock
-        if state == "done":
-            print(f"{conf.run_name}: already finished in {run_dir}, skipped")
-            return RunRecord.read(run_dir).metrics
+    relaunch = (run_dir, conf.resume, multirun, identity, conf.rerun_changed)
+    # A finished run is final: decided without the lock, so nothing of it is touched (or it is refused at once).
+    if is_finished(run_dir) and decide(*relaunch) == "done":
+        return skipped(conf, run_dir)
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds and prepares the dir for all ranks
+    with RunLock.held(run_dir) if rank0 else contextlib.nullcontext():  # a second process stops here
+        state = run_state(*relaunch) if rank0 else decide(*relaunch).replace("supersede", "fresh")
+        if state == "done":  # finished by the process that held the lock before this one
+            return skipped(conf, run_dir)
         if conf.demo is None:  # the demo builds its files in the job
             check_data_source(conf.data)  # local files: exist, readable, JSON
             check_model_source(conf.model)  # local checkpoint and tokenizer dirs: exist, complete
@@ -62,6 +62,11 @@ def train(
         from spanqa.training.job import run_job  # torch, transformers, datasets: only past the checks above
 
         return run_job(conf, run_dir, identity, state, wandb_mode)
+
+
+def skipped(conf: Config, run_dir: Path) -> dict[str, float]:
+    print(f"{conf.run_name}: already finished in {run_dir}, skipped")
+    return RunRecord.read(run_dir).metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -26,10 +26,10 @@ QUESTIONS = [
 N_QUESTIONS = 48
 
 
-def per_question(rng: np.random.Generator, skill: float) -> dict[str, dict[str, Any]]:
+def per_question(rng: np.random.Generator, skill: float, n_questions: int = N_QUESTIONS) -> dict[str, dict[str, Any]]:
     """Answerable questions get F1 ~ skill, unanswerable ones are abstained on with probability skill."""
     out = {}
-    for i in range(N_QUESTIONS):
+    for i in range(n_questions):
         template, gold = QUESTIONS[i % len(QUESTIONS)]
         if gold:
             f1 = float(np.clip(rng.normal(skill, 0.25), 0, 1))
@@ -70,6 +70,7 @@ def write_run(
     policy: str = "fixed",
     demo_dir: str = "/tmp/demo",
     legacy: bool = False,
+    n_questions: int = N_QUESTIONS,
 ) -> dict[str, Any]:
     """A finished run dir: .hydra/config.yaml + overrides.yaml, run.json, per_question.json, eval_results.json.
     Returns run.json's content."""
@@ -89,7 +90,7 @@ def write_run(
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model={model}", f"seed={seed}"]))
-    pq = per_question(rng, skill)
+    pq = per_question(rng, skill, n_questions)
     metrics = metrics_of(pq, epochs)
     steps_per_epoch = 30
     history: list[dict[str, Any]] = []

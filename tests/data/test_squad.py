@@ -78,10 +78,11 @@ DAKAR = "Amadou met her in Dakar and stayed."
 
 
 def test_answers_with_surrounding_whitespace_are_trimmed_and_reported(tmp_path: Path, tokenizer) -> None:
-    """" Dakar " at a consistent answer_start would be labelled as the tokens `in Dakar and`."""
+    """ " Dakar " at a consistent answer_start would be labelled as the tokens `in Dakar and`."""
     from spanqa.data.windows import make_windows
 
-    spaced = {"id": "d1", "question": "Where did Amadou meet her?", "answers": [{"text": " Dakar ", "answer_start": 17}]}
+    answer = {"text": " Dakar ", "answer_start": 17}
+    spaced = {"id": "d1", "question": "Where did Amadou meet her?", "answers": [answer]}
     assert DAKAR[17:24] == " Dakar "
     train_file, dev_file = tmp_path / "train.json", tmp_path / "dev.json"
     train_file.write_text(json.dumps(squad([spaced], context=DAKAR)))

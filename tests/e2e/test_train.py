@@ -128,7 +128,16 @@ def test_bad_training_rows_are_skipped_and_reported_on_request(tmp_path: Path, d
     answerable = next(qa for qa in paragraph["qas"] if qa["answers"])
     shifted = {**answerable, "id": "bad-offset", "answers": [{**answerable["answers"][0], "answer_start": 0}]}
     flagged = {**answerable, "id": "bad-flag", "is_impossible": True}
-    paragraph["qas"] += [shifted, flagged]
+    # An answer given with the spaces around it, at its place in the context (users' own data often has this).
+    context = paragraph["context"]
+    qa, gold = next(
+        (qa, a) for qa in paragraph["qas"] for a in qa["answers"][:1]
+        if context[a["answer_start"] - 1] == " " == context[a["answer_start"] + len(a["text"])]
+    )  # fmt: skip
+    at = gold["answer_start"]
+    spaced = {**qa, "id": "spaced", "answers": [{"text": f" {gold['text']} ", "answer_start": at - 1}]}
+    assert context[at - 1 : at + len(gold["text"]) + 1] == spaced["answers"][0]["text"]
+    paragraph["qas"] += [shifted, flagged, spaced]
     train_file = tmp_path / "train.json"
     train_file.write_text(json.dumps(blob))
     common = ["experiment=demo", f"demo.dir={demo_dir}", f"data.train_file={train_file}", "data.max_train_samples=200",
@@ -146,8 +155,13 @@ def test_bad_training_rows_are_skipped_and_reported_on_request(tmp_path: Path, d
          "answer_start=0 of its context"},
         {"id": "bad-flag", "split": "train", "reason": "has is_impossible=true but also answers"},
     ]  # fmt: skip
-    assert json.loads((run / "run.json").read_text())["skipped_rows"] == 2
+    assert json.loads((run / "run.json").read_text())["rows"] == {"skipped": 2, "answers_trimmed": 1}
     assert "(2 malformed training rows skipped: skipped_rows.json)" in proc.stdout
+    assert "(1 answer trimmed of surrounding whitespace: trimmed_answers.json)" in proc.stdout
+    assert json.loads((run / "trimmed_answers.json").read_text()) == [
+        {"id": "spaced", "split": "train", "text": f" {gold['text']} ", "answer_start": at - 1,
+         "trimmed_text": gold["text"], "trimmed_start": at}
+    ]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -128,6 +128,51 @@ def test_a_checkpoint_without_tokenizer_files_names_the_setting(real: dict[str, 
         load_tokenizer(ModelConfig(name_or_path=release))
 
 
+def test_a_chosen_tokenizer_must_match_the_checkpoints_own_casing_read_from_its_normaliser(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    """A checkpoint whose tokenizer.json lower-cases (no do_lower_case anywhere) and a chosen tokenizer with the same
+    vocabulary that keeps case: the model would see text in another case than it was trained on."""
+    from spanqa.models.load import choose_tokenizer, load_tokenizer
+
+    lowered = tmp_path / "lowered-bert"
+    shutil.copytree(tiny_dir, lowered)
+    blob = json.loads((lowered / "tokenizer.json").read_text())
+    blob["normalizer"]["lowercase"] = True
+    (lowered / "tokenizer.json").write_text(json.dumps(blob))
+    assert "do_lower_case" not in (lowered / "tokenizer_config.json").read_text()
+    cfg = ModelConfig(name_or_path=str(lowered), tokenizer_name_or_path=str(tiny_dir))
+    with pytest.raises(ModelLoadError) as err:
+        load_tokenizer(cfg)
+    assert str(err.value) == (
+        f"model.tokenizer_name_or_path={str(tiny_dir)!r} (1,000 tokens, keeps case) is not the tokenizer "
+        f"model.name_or_path={str(lowered)!r} ships (1,000 tokens, lower-cases): leave model.tokenizer_name_or_path "
+        "unset to use the checkpoint's own"
+    )
+    own = ModelConfig(name_or_path=str(lowered))
+    assert choose_tokenizer(own).key == "model.name_or_path"
+    assert load_tokenizer(own).backend_tokenizer.normalizer.normalize_str("Kobe") == "kobe"
+
+
+def test_a_bare_vocab_txt_is_not_taken_for_a_tokenizer(real: dict[str, Path], tiny_dir: Path) -> None:
+    """SpanBERT's Hub repo ships vocab.txt alone, which transformers loads lower-casing: the fallback (BERT's cased
+    tokenizer) is taken instead, after checking it has the same vocabulary."""
+    from spanqa.models.load import choose_tokenizer, load_tokenizer, lowercases
+
+    cfg = ModelConfig(name_or_path=str(real["hub_model"]), tokenizer_fallback=str(real["tokenizer"]))
+    choice = choose_tokenizer(cfg)
+    assert (choice.key, choice.shipped) == ("model.tokenizer_fallback", frozenset({"vocab.txt"}))
+    assert not lowercases(load_tokenizer(cfg, choice))
+    other = ModelConfig(name_or_path=str(real["hub_model"]), tokenizer_fallback=str(tiny_dir))  # another vocabulary
+    with pytest.raises(ModelLoadError) as err:
+        load_tokenizer(other)
+    assert str(err.value) == (
+        f"model.tokenizer_fallback={str(tiny_dir)!r} (1,000 tokens) is not the tokenizer model.name_or_path="
+        f"{str(real['hub_model'])!r} ships (1,099 tokens): set model.tokenizer_name_or_path to the tokenizer the "
+        "model was trained with"
+    )
+
+
 def test_remote_code_in_a_checkpoint_is_never_run(tmp_path: Path, demo_dir: Path) -> None:
     from spanqa.config import ModelConfig
     from spanqa.models.heads import load_model

@@ -54,6 +54,53 @@ def test_the_last_complete_checkpoint_is_resumed(tmp_path: Path) -> None:
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-10")
 
 
+def cut(path: Path, size: int) -> None:
+    path.write_bytes(path.read_bytes()[:size])
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda c: cut(c / "trainer_state.json", 16), "trainer_state.json is cut short"),
+        (lambda c: cut(c / "model.safetensors", 20), "model.safetensors is cut short"),
+        (lambda c: cut(c / "optimizer.pt", 30), "optimizer.pt is cut short"),
+        (lambda c: (c / "scheduler.pt").unlink(), "no scheduler.pt"),
+    ],
+)
+def test_a_damaged_newest_checkpoint_is_passed_over_saying_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage, problem: str
+) -> None:
+    from spanqa.training.relaunch import checkpoint_problem
+
+    checkpoint(tmp_path, 10)
+    newest = checkpoint(tmp_path, 20)
+    damage(newest)
+    assert checkpoint_problem(newest) is not None and problem in str(checkpoint_problem(newest))
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-10")
+    assert f"{newest} is incomplete ({problem}" in caplog.text
+
+
+def test_no_complete_checkpoint_trains_from_the_start_saying_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    checkpoint(tmp_path, 10, complete=False)
+    assert last_checkpoint(tmp_path) is None
+    assert "holds no complete checkpoint: training from the start" in caplog.text
+
+
+def test_deciding_reads_the_dir_and_acting_sets_the_earlier_run_aside(tmp_path: Path) -> None:
+    from spanqa.training.relaunch import decide
+
+    (tmp_path / RECORD).write_text(json.dumps({"config": BASE, "metrics": {}}))
+    (tmp_path / ".hydra").mkdir()
+    changed = RunIdentity.of(config(**{"trainer.epochs": 4}))
+    assert decide(tmp_path, False, True, changed, rerun_changed=True) == "supersede"
+    assert (tmp_path / RECORD).is_file()  # deciding moved nothing
+    assert run_state(tmp_path, False, True, changed, rerun_changed=True) == "fresh"
+    (kept,) = (tmp_path / "superseded").iterdir()
+    assert sorted(p.name for p in kept.iterdir()) == [".hydra", RECORD]  # the earlier launch's .hydra/ goes too
+
+
 def test_best_epoch_and_the_summary_line(tmp_path: Path) -> None:
     history = [{"eval_f1": 50.0, "step": 10, "epoch": 1.0}, {"eval_f1": 60.0, "step": 20, "epoch": 2.0}]
     assert best_epoch("/r/checkpoints/checkpoint-20", history) == 2.0

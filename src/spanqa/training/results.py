@@ -100,7 +100,8 @@ def summary_line(run_name: str, metrics: dict[str, Any], run_dir: Path, rows: Ro
     if rows.skipped:
         changed.append(f"{rows.skipped} malformed training rows skipped: {SKIPPED}")
     if rows.answers_trimmed:
-        changed.append(f"{rows.answers_trimmed} answers trimmed of surrounding whitespace: {TRIMMED}")
+        n = rows.answers_trimmed
+        changed.append(f"{n} answer{'s' if n > 1 else ''} trimmed of surrounding whitespace: {TRIMMED}")
     return (
         f"{run_name}: EM {metrics['eval_exact']:.2f}  F1 {metrics['eval_f1']:.2f}  "
         f"(HasAns F1 {metrics.get('eval_HasAns_f1', nan):.2f}, NoAns F1 {metrics.get('eval_NoAns_f1', nan):.2f}; "
