@@ -133,11 +133,12 @@ def test_ddp_writes_records_once_into_rank_0s_run_dir(tmp_path: Path, demo_dir: 
     assert proc.stdout.count("spanbert_crf-seed42: EM") == 1
 
     dirs = sorted(runs.iterdir())
-    assert len(dirs) == 2  # Hydra creates one per rank (its .hydra/ and log)
+    assert len(dirs) == 2  # Hydra creates one per rank (and its log); rank 0 alone writes .hydra/, in its own
     finished = [d for d in dirs if (d / "run.json").is_file()]
     assert len(finished) == 1
     run_dir, other = finished[0], next(d for d in dirs if d != finished[0])
-    assert sorted(p.name for p in other.iterdir()) == [".hydra", "train.log"]
+    assert sorted(p.name for p in other.iterdir()) == ["train.log"]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
 
     record = json.loads((run_dir / "run.json").read_text())
     assert record["global_step"] == 3 and record["metrics"]["eval_total"] == 50
