@@ -1,12 +1,30 @@
 # spanqa — every target that needs Python creates .venv from requirements.txt first.
 #   make demo                         offline demo: both models on generated data, tiny BERT, W&B offline
 #   make smoke model=spanbert_crf     the real configuration on 300 questions and 20 steps: the first minute on a new machine
-#   make train model=spanbert_crf     the real experiment (Hub or local files); ARGS="..." passes Hydra overrides
+#   make train model=spanbert_crf     the real experiment (Hub or local files); ARGS="..." passes Hydra overrides and flags
 #   make test                         the test suite (offline, a few minutes on 2 cores)
+# Variables: lower case names a Hydra config group (model, experiment, launcher), upper case anything else.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+
+# A variable this Makefile does not read (MODEL=…, modle=…) would be ignored, and another run would start than the
+# one asked for: it stops make instead.
+VARIABLES := model experiment launcher ARGS RUNS RUN FILE OUT QUESTION CONTEXT NGPUS PYTHON
+GIVEN := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
+UNKNOWN := $(firstword $(filter-out $(VARIABLES),$(GIVEN)))
+ifneq ($(UNKNOWN),)
+CLOSEST := $(filter $(shell echo '$(UNKNOWN)' | tr A-Z a-z) $(shell echo '$(UNKNOWN)' | tr a-z A-Z),$(VARIABLES))
+$(error $(UNKNOWN)= is not a variable of this Makefile$(if $(CLOSEST), (did you mean $(CLOSEST)=?)): its variables are model experiment launcher (Hydra config groups) and ARGS RUNS RUN FILE OUT QUESTION CONTEXT NGPUS PYTHON)
+endif
+
+ifneq ($(filter predict,$(MAKECMDGOALS)),)
+ifeq ($(RUN),)
+$(error make predict needs RUN=<run dir or checkpoint dir>$(if $(model), (model= names a config group, for make train)))
+endif
+endif
+
 model ?=
 ARGS ?=
 RUNS ?=
@@ -55,11 +73,11 @@ train-ddp: setup  ## data-parallel training on NGPUS GPUs of one machine (traine
 sweep: setup  ## Hydra multirun of an experiment (default spanbert_vs_crf: both models x 3 seeds); launcher=slurm submits jobs
 	$(PY) -m spanqa.train --multirun experiment=$(experiment) $(LAUNCHER_OVERRIDE) $(ARGS)
 
-compare: setup  ## compare finished runs: make compare [RUNS="outputs/multirun/<date>/<time>"] [ARGS="--baseline spanbert --candidate spanbert_crf"]
+compare: setup  ## compare finished runs: make compare [RUNS="outputs/multirun/spanbert_vs_crf/<time>"] [ARGS="--baseline spanbert --candidate spanbert_crf"]
 	$(PY) -m spanqa.compare $(RUNS) $(ARGS)
 
-predict: setup  ## answer questions: make predict MODEL=<run or checkpoint dir> QUESTION="…" CONTEXT="…", or FILE=<SQuAD JSON or JSONL> [OUT=predictions.json]
-	$(PY) -m spanqa.predict --model "$$MODEL" $(if $(FILE),--file "$$FILE",--question "$$QUESTION" --context "$$CONTEXT") $(if $(OUT),--out "$$OUT") $(ARGS)
+predict: setup  ## answer questions: make predict RUN=<run or checkpoint dir> QUESTION="…" CONTEXT="…", or FILE=<SQuAD JSON or JSONL> [OUT=predictions.json]
+	$(PY) -m spanqa.predict --model "$$RUN" $(if $(FILE),--file "$$FILE",--question "$$QUESTION" --context "$$CONTEXT") $(if $(OUT),--out "$$OUT") $(ARGS)
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check src tests && $(VENV)/bin/ruff format --check src tests

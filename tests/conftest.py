@@ -24,9 +24,9 @@ os.environ.update(
     WANDB_SILENT="true",
     TOKENIZERS_PARALLELISM="false",
     OMP_NUM_THREADS="1",  # tiny models: one thread is faster, and parallel subprocesses don't oversubscribe
-    HYDRA_FULL_ERROR="0",
 )
-os.environ.pop("WANDB_API_KEY", None)
+for name in ("WANDB_API_KEY", "HYDRA_FULL_ERROR"):  # what a user's shell may hold: the commands decide it themselves
+    os.environ.pop(name, None)
 
 import pytest  # noqa: E402
 
@@ -106,3 +106,17 @@ def real(demo_dir: Path, tokenizer, tmp_path_factory: pytest.TempPathFactory) ->
         "dataset": replicas.squad_v2_hub_dataset(root / "squad_v2", train, dev),
         "no_question": replicas.squad_v2_hub_dataset(root / "no_question", train, dev, drop="question"),
     }
+
+
+@pytest.fixture(scope="session")
+def hub_cache(real: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An HF_HOME as a machine has it after one online run of the defaults: SpanBERT/spanbert-base-cased and
+    google-bert/bert-base-cased in the hub cache, rajpurkar/squad_v2 prepared by `datasets`. With it, the documented
+    commands run offline as written."""
+    from tests import replicas
+
+    home = tmp_path_factory.mktemp("hf_home")
+    replicas.hub_cache_snapshot(home, "SpanBERT/spanbert-base-cased", real["hub_model"])
+    replicas.hub_cache_snapshot(home, "google-bert/bert-base-cased", real["tokenizer"])
+    replicas.prepared_hub_dataset(home, "rajpurkar/squad_v2", "squad_v2", real["dataset"])
+    return home

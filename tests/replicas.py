@@ -14,6 +14,9 @@ Each builder follows the real file layout (documented with the builder); only th
   models--<org>--<name>/`: `refs/main` naming the commit, `blobs/<sha256>` holding each file once, and
   `snapshots/<commit>/<file>` as relative symlinks to the blobs): what `from_pretrained(<repo id>)` reads with
   HF_HUB_OFFLINE=1, e.g. `google-bert/bert-base-cased` cached by an earlier SpanBERT run.
+- `prepared_hub_dataset`: a Hub dataset as the `datasets` cache holds it once `load_dataset(<repo id>)` has run
+  online (`HF_HOME/datasets/<namespace>___<name>/<config>/0.0.0/<hash>/`: dataset_info.json and
+  `<name>-<split>.arrow`), which is what `load_dataset(<repo id>)` reuses offline.
 - `squad_v2_hub_dataset`: a local copy of the Hub dataset `rajpurkar/squad_v2` (what `hf download
   rajpurkar/squad_v2 --repo-type dataset --local-dir DIR` gives): README.md whose YAML front matter declares the
   `squad_v2` config and its features, and `squad_v2/{train,validation}-00000-of-00001.parquet` with columns id,
@@ -239,3 +242,30 @@ def squad_v2_hub_dataset(out: Path, train: dict[str, Any], validation: dict[str,
         card = card.replace(f"  - name: {drop}\n    dtype: string\n", "")
     (out / "README.md").write_text(card)
     return out
+
+
+def prepared_hub_dataset(hf_home: Path, repo_id: str, config_name: str, hub_dir: Path) -> Path:
+    """`hub_dir` (a `squad_v2_hub_dataset` copy of the repo) prepared into the datasets cache as `repo_id`, the way
+    an online `load_dataset(repo_id)` leaves it; returns the prepared dir."""
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    namespace, name = repo_id.split("/")
+    files = {split: [str(p) for p in sorted((hub_dir / config_name).glob(f"{split}-*.parquet"))]
+             for split in ("train", "validation")}  # fmt: skip
+    cache = hf_home / "datasets"
+    # The Hub builder names the dir <namespace>___<name>/<config>/0.0.0/<hash> and its files <name>-<split>.arrow;
+    # built here from local files, the same parquet builder needs that name given whole, and its config dir renamed
+    # from "<config>-<digest of the data files>" to the config's name.
+    builder = Parquet(cache_dir=str(cache), dataset_name=f"{namespace}___{name}", config_name=config_name,
+                      data_files=files, hash="0" * 16)  # fmt: skip
+    builder.download_and_prepare()
+    prepared = Path(builder.cache_dir)
+    for arrow in prepared.glob(f"{namespace}___{name}-*.arrow"):
+        arrow.rename(arrow.with_name(arrow.name.replace(f"{namespace}___{name}-", f"{name}-")))
+    info = json.loads((prepared / "dataset_info.json").read_text())
+    (prepared / "dataset_info.json").write_text(json.dumps({**info, "dataset_name": name, "config_name": config_name}))
+    config_dir = prepared.parents[1]
+    config_dir.rename(config_dir.with_name(config_name))
+    for lock in cache.rglob("*.lock"):
+        lock.unlink()
+    return config_dir.with_name(config_name) / prepared.parent.name / prepared.name

@@ -210,6 +210,29 @@ def test_unreachable_hub_fails_in_seconds_naming_the_fix(tmp_path: Path) -> None
     assert time.perf_counter() - start < 40
 
 
+def test_an_offline_run_names_every_missing_artifact_at_once(tmp_path: Path, real: dict[str, Path]) -> None:
+    """The first offline contact: one try lists what is missing, each with its download line and override."""
+    from tests import replicas
+
+    home = tmp_path / "hf"
+    run = tmp_path / "run"
+    proc = run_train("logger=none", f"hydra.run.dir={run}", HF_HOME=str(home))  # an empty cache: all three
+    assert proc.returncode == 2
+    assert last_line(proc) == (
+        "error: the Hub is unreachable and 3 of the run's artifacts are neither local nor in the Hugging Face cache: "
+        "model.name_or_path='SpanBERT/spanbert-base-cased' (`hf download SpanBERT/spanbert-base-cased --local-dir "
+        "DIR`, then model.name_or_path=DIR); model.tokenizer_fallback='google-bert/bert-base-cased' (`hf download "
+        'google-bert/bert-base-cased --include "*.json" "*.txt" --local-dir DIR`, then model.tokenizer_fallback=DIR); '
+        "data.dataset_name='rajpurkar/squad_v2' (`hf download rajpurkar/squad_v2 --repo-type dataset --local-dir "
+        "DIR`, then data.dataset_name=DIR)"
+    )
+    replicas.hub_cache_snapshot(home, "SpanBERT/spanbert-base-cased", real["hub_model"])  # one of them cached
+    proc = run_train("logger=none", f"hydra.run.dir={run}", HF_HOME=str(home))
+    assert proc.returncode == 2
+    assert "and 2 of the run's artifacts are" in last_line(proc) and "SpanBERT" not in last_line(proc)
+    assert not (run / "run_config.json").exists()
+
+
 def test_composed_config_round_trips_to_yaml() -> None:
     cfg = composed("model=spanbert_crf")
     text = OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -61,8 +61,13 @@ def test_cli_single_and_file_modes(trained_dir: Path, tmp_path: Path) -> None:
         cli("--model", str(trained_dir), "--file", str(squad), cwd=tmp_path / "squad"),
         cli("--model", str(trained_dir), "--file", str(jsonl), "--out", str(tmp_path / "j/preds.json"), cwd=tmp_path),
     ]
-    (rc1, out1, err1), (rc2, _, err2), (rc3, _, err3) = (finish(p) for p in procs)
+    (rc1, out1, err1), (rc2, out2, err2), (rc3, _, err3) = (finish(p) for p in procs)
     assert (rc1, rc2, rc3) == (0, 0, 0), err1 + err2 + err3
+    # Without --out, file mode writes under outputs/predict/<time>_<model dir>/ and says where.
+    (default_out,) = (tmp_path / "squad" / "outputs" / "predict").glob(f"*_{trained_dir.name}")
+    assert out2 == f"wrote 2 answers to {default_out.relative_to(tmp_path / 'squad')}/predictions.json and " \
+        f"{default_out.relative_to(tmp_path / 'squad')}/predictions_full.json\n"  # fmt: skip
+    assert "answering: 100%" in err2  # the progress bar, on stderr
 
     single = json.loads(out1)
     kobe = TOY_CONTEXT.index("Kobe")
@@ -71,8 +76,8 @@ def test_cli_single_and_file_modes(trained_dir: Path, tmp_path: Path) -> None:
 
     predictor = Predictor.load(trained_dir, device="cpu")
     expected = predictor.predict_many(read_questions(squad))
-    official = json.loads((tmp_path / "squad" / "predictions.json").read_text())
-    full = json.loads((tmp_path / "squad" / "predictions_full.json").read_text())
+    official = json.loads((default_out / "predictions.json").read_text())
+    full = json.loads((default_out / "predictions_full.json").read_text())
     assert official == {qid: r["answer"] for qid, r in expected.items()} and official["a1"] == "Kobe"
     assert list(full) == ["a1", "a2"] and all(set(r) == RESULT_KEYS for r in full.values())
     assert full["a2"]["best_span"] == expected["a2"]["best_span"]
@@ -84,8 +89,11 @@ def test_cli_single_and_file_modes(trained_dir: Path, tmp_path: Path) -> None:
     assert full["7"]["answer"] == official["7"]
 
     # An existing output is not replaced without --overwrite (checked before the model loads) ...
+    shutil.copy(default_out / "predictions.json", tmp_path / "squad" / "predictions.json")
+    shutil.copy(default_out / "predictions_full.json", tmp_path / "squad" / "predictions_full.json")
     before = (tmp_path / "squad" / "predictions.json").read_bytes()
-    rc, out, err = finish(cli("--model", str(trained_dir), "--file", str(squad), cwd=tmp_path / "squad"))
+    argv = ("--model", str(trained_dir), "--file", str(squad), "--out", "predictions.json")
+    rc, out, err = finish(cli(*argv, cwd=tmp_path / "squad"))
     assert (rc, out) == (2, "") and err == "error: predictions.json already exists: pass --overwrite to replace it\n"
     assert (tmp_path / "squad" / "predictions.json").read_bytes() == before
     # ... also when only the _full sibling is in the way; --overwrite replaces both.

@@ -347,7 +347,7 @@ def unknown_keys(node: Any, schema: type, prefix: str = "") -> list[str]:
     return out
 
 
-def _unknown_key_error(keys: list[str]) -> ConfigError:
+def unknown_key_error(keys: list[str]) -> ConfigError:
     known = [k for k in flatten(OmegaConf.to_container(OmegaConf.structured(Config))) if k]
     known += [k.rsplit(".", 1)[0] for k in known if "." in k]
 
@@ -384,7 +384,7 @@ def validate(cfg: DictConfig) -> Config:
     dataclasses, which runs every `__post_init__` check."""
     unknown = unknown_keys(cfg, Config)
     if unknown:
-        raise _unknown_key_error(unknown)
+        raise unknown_key_error(unknown)
     try:
         bad = _non_finite(OmegaConf.to_container(cfg, resolve=True))
         if bad is not None:

@@ -211,16 +211,21 @@ class Predictor:
         """{answer, score, start, end, no_answer_probability, best_span} for one question about one context."""
         return self.predict_many([{"id": "0", "question": question, "context": context}])["0"]
 
-    def predict_many(self, records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    def predict_many(self, records: Iterable[Mapping[str, Any]], progress: bool = False) -> dict[str, dict[str, Any]]:
         """[{id, question, context}] → {id: {answer, score, start, end, no_answer_probability, best_span}}.
 
         start/end are character offsets of the answer in its context (None when the answer is ""); score is the
-        best span's score (None when no span qualifies), whether or not the null threshold blanks it.
+        best span's score (None when no span qualifies), whether or not the null threshold blanks it. `progress`
+        shows a progress bar (questions answered) on stderr.
         """
+        from tqdm.auto import tqdm
+
         rows = check_records(records)
         results: dict[str, dict[str, Any]] = {}
-        for lo in range(0, len(rows), CHUNK_EXAMPLES):
-            results |= self._predict_chunk(rows[lo : lo + CHUNK_EXAMPLES])
+        with tqdm(total=len(rows), unit="question", desc="answering", disable=not progress) as bar:
+            for lo in range(0, len(rows), CHUNK_EXAMPLES):
+                results |= self._predict_chunk(rows[lo : lo + CHUNK_EXAMPLES])
+                bar.update(min(CHUNK_EXAMPLES, len(rows) - lo))
         return results
 
     def _predict_chunk(self, rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:

@@ -6,7 +6,8 @@
 DIR is a training run dir or a checkpoint dir (`spanqa.inference`, the Python API this wraps, says what each
 gives); flags override either. F is official-format SQuAD JSON or JSONL of {id, question, context}; file mode
 writes predictions.json ({id: answer}, the official format) and a sibling <stem>_full.json ({id: {answer, score,
-start, end, no_answer_probability, best_span}}).
+start, end, no_answer_probability, best_span}}), by default under outputs/predict/<time>_<run>/ (never into the
+run dir: a finished run is never modified), with a progress bar on stderr.
 Bad input exits with status 2 and one line `error: ...` on stderr, before the model is loaded when possible.
 """
 
@@ -15,13 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from spanqa.data.squad import iter_squad, unique_ids
 from spanqa.errors import ArgumentParser, ConfigError, DataError, reported
 from spanqa.files import write_json
-from spanqa.inference import WINDOW_KEYS, Predictor, check_record, resolve_settings
+from spanqa.inference import WINDOW_KEYS, Predictor, Settings, check_record, resolve_settings
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -87,7 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--question", help="Single mode: the question (with --context).")
     parser.add_argument("--context", help="Single mode: the context to answer from.")
     parser.add_argument("--file", metavar="F", help="File mode: SQuAD JSON or JSONL of {id, question, context}.")
-    parser.add_argument("--out", metavar="F", help="File mode: predictions path (default: ./predictions.json).")
+    parser.add_argument(
+        "--out",
+        metavar="F",
+        help="File mode: predictions path (default: outputs/predict/<time>_<run>/predictions.json).",
+    )
     parser.add_argument("--overwrite", action="store_true", help="Replace existing prediction files.")
     for key in WINDOW_KEYS:
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, help=f"Override data.{key}.")
@@ -106,9 +112,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def output_paths(out: str | None, overwrite: bool) -> tuple[Path, Path]:
+def default_out(settings: Settings) -> Path:
+    """Where file mode writes without --out: outputs/predict/<time>_<run or checkpoint dir name>/predictions.json."""
+    name = (settings.run_dir or settings.model_dir).resolve().name
+    return Path("outputs") / "predict" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{name}" / "predictions.json"
+
+
+def output_paths(out: str | Path, overwrite: bool) -> tuple[Path, Path]:
     """predictions.json and its sibling <stem>_full.json; refuses to replace either unless overwrite."""
-    path = Path(out or "predictions.json")
+    path = Path(out)
     full = path.with_name(f"{path.stem}_full{path.suffix or '.json'}")
     for target in (path, full):
         if target.is_dir():
@@ -130,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             records = [{"id": "0", "question": args.question, "context": args.context}]
         else:
             records = read_questions(args.file)
-            paths = output_paths(args.out, args.overwrite)
         overrides = {key: getattr(args, key) for key in (*WINDOW_KEYS, "null_threshold")}
         settings = resolve_settings(args.model, **overrides)
+        if args.file is not None:
+            paths = output_paths(args.out or default_out(settings), args.overwrite)
 
         from transformers.utils import logging as hf_logging
 
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             if not torch.cuda.is_available():
                 raise ConfigError("--device=cuda but no CUDA device is available")
         predictor = Predictor.load(settings, batch_size=args.batch_size, device=device)
-        results = predictor.predict_many(records)
+        results = predictor.predict_many(records, progress=paths is not None)
     if paths is None:
         print(json.dumps(results["0"], ensure_ascii=False))
         return 0

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
 from pathlib import Path
 
 import hydra
@@ -19,14 +21,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from spanqa.config import Config, register_configs, validate
+from spanqa.config import Config, register_configs, unknown_key_error, validate
 from spanqa.data.squad import check_data_source
 from spanqa.env import settle_offline_mode
-from spanqa.errors import EXIT_PREEMPTED, Preempted, reported, stop
+from spanqa.errors import EXIT_PREEMPTED, Preempted, fail, reported, stop
 from spanqa.models.checkpoint import check_model_source
 from spanqa.rundir.layout import is_finished, write_launch_files
 from spanqa.rundir.lock import RunLock
 from spanqa.rundir.record import RunIdentity, RunRecord
+from spanqa.training.preflight import check_offline_artifacts
 from spanqa.training.relaunch import decide, run_state
 from spanqa.training.tracking import resolve_mode
 
@@ -55,7 +58,8 @@ def train(
             check_data_source(conf.data)  # local files: exist, readable, JSON
             check_model_source(conf.model)  # local checkpoint and tokenizer dirs: exist, complete
         wandb_mode = resolve_mode(conf)  # a W&B setup that cannot work fails here too
-        settle_offline_mode()  # decided before transformers/datasets are imported: they read it at import
+        if settle_offline_mode() and conf.demo is None:  # before transformers/datasets import: they read it then
+            check_offline_artifacts(conf)  # every missing model, tokenizer and dataset, in one line
         if rank0 and HydraConfig.initialized():
             write_launch_files(run_dir, cfg)
 
@@ -86,5 +90,64 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.optimized_metric)
 
 
+# ---------------------------------------------------------------------------------------------------- the command line
+# Hydra's flags that take a value (`--cfg job`); --info takes one of INFO_TOPICS when one follows.
+VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                "-cd", "--experimental-rerun"}  # fmt: skip
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def flags_first(argv: list[str]) -> list[str]:
+    """Hydra's flags before its overrides, in whatever order they came: argparse rejects a flag after an override
+    ("unrecognized arguments"), which `make train model=… ARGS="--multirun …"` would otherwise produce."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        takes_value = "=" not in arg and (
+            arg in VALUED_FLAGS or (arg in ("--info", "-i") and i + 1 < len(argv) and argv[i + 1] in INFO_TOPICS)
+        )
+        if arg.startswith("-"):
+            flags += argv[i : i + 2] if takes_value else [arg]
+            i += 2 if takes_value else 1
+        else:
+            overrides.append(arg)
+            i += 1
+    return flags + overrides
+
+
+def composition_error(err: Exception) -> str:
+    """Hydra's multi-line composition errors as one line: what is wrong and what is allowed."""
+    text = str(err).split("Config search path:")[0].strip()
+    override = re.match(r"Could not override '([^']+)'\.", text)
+    if override and " not in '" in text:  # an unknown key: name it, with the closest known one
+        return str(unknown_key_error([override.group(1)]))
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("To append")]
+    if override:
+        cause = next(
+            (line for line in lines[1:] if not line.startswith(("full_key", "reference_type", "object_type"))), ""
+        )
+        return f"{override.group(1)}: {cause}" if cause else lines[0]
+    options = [line for line in lines if line.startswith("Available options in")]
+    if options:  # an unknown group option: list the available ones on the same line
+        listed = lines[lines.index(options[0]) + 1 :]
+        return f"{lines[0]}; {options[0].rstrip(':').lower()}: {', '.join(listed)}"
+    return "; ".join(lines)
+
+
+def cli() -> None:
+    """`python -m spanqa.train`: flags first, and Hydra's own errors (composition, override syntax) reported like
+    every other error, one `error:` line and exit status 2."""
+    from hydra.errors import HydraException
+
+    sys.argv[1:] = flags_first(sys.argv[1:])
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing: reported below, or in full
+    try:
+        main()
+    except HydraException as err:
+        fail(composition_error(err))
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from spanqa.inference import resolve_settings
-from tests import replicas
 from tests.helpers import REPO, last_line, run_module, subprocess_env
 
 # A tiny real run: the demo's checkpoint, tokenizer and data through the plain config (not experiment=demo).
@@ -48,11 +47,9 @@ def checksums(run_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cached_bert(real: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cached_bert(hub_cache: Path) -> Path:
     """An HF_HOME whose hub cache holds a stand-in google-bert/bert-base-cased, as after any earlier SpanBERT run."""
-    home = tmp_path_factory.mktemp("hf_home")
-    replicas.hub_cache_snapshot(home, "google-bert/bert-base-cased", real["tokenizer"])
-    return home
+    return hub_cache
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def train(run_dir: Path, demo_dir: Path, *overrides: str, **env: str) -> subproc
 
 def test_tiny_run_writes_wandb_offline_run_metrics_and_artifacts(tmp_path: Path, demo_dir: Path) -> None:
     run = tmp_path / "run"
-    train(run, demo_dir, "trainer.epochs=1", "data.max_train_samples=300", "logger.mode=auto", WANDB_MODE="")
+    proc = train(run, demo_dir, "trainer.epochs=1", "data.max_train_samples=300", "logger.mode=auto", WANDB_MODE="")
     record = json.loads((run / "run.json").read_text())
     metrics = record["metrics"]
     for key in (
@@ -59,6 +59,14 @@ def test_tiny_run_writes_wandb_offline_run_metrics_and_artifacts(tmp_path: Path,
     for name in ("null_odds.json", "nbest_predictions.json", "eval_results.json", "per_question.json"):
         assert (run / name).is_file()
     assert (run / "model" / "model.safetensors").is_file()
+    # The offline run's own sync command; train.log tells the run's story in lines a person reads.
+    assert f"W&B run saved offline in {offline_runs[0]}: upload it with `wandb sync {offline_runs[0]}`" in proc.stdout
+    log = (run / "train.log").read_text()
+    for said in ("spanbert-seed42: new run, seed 42", "model spanbert (head span) from ", "tokenizer ",
+                 "training windows, 400 evaluation questions", "optimizer AdamW lr 0.001", "1 epochs, batch 16 x 1",
+                 f"step 25/{record['global_step']} (epoch ", "evaluation at step ", "final evaluation, best checkpoint",
+                 proc.stdout.strip().splitlines()[-1]):  # fmt: skip
+        assert said in log, said
     # The official-format command-line scorer agrees with what the Trainer reported.
     proc = run_module("spanqa.evaluate", str(demo_dir / "dev.json"), str(run / "predictions.json"))  # the alias
     assert proc.returncode == 0, proc.stderr

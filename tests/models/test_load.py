@@ -133,7 +133,8 @@ def test_a_chosen_tokenizer_must_match_the_checkpoints_own_casing_read_from_its_
 ) -> None:
     """A checkpoint whose tokenizer.json lower-cases (no do_lower_case anywhere) and a chosen tokenizer with the same
     vocabulary that keeps case: the model would see text in another case than it was trained on."""
-    from spanqa.models.load import choose_tokenizer, load_tokenizer
+    from spanqa.models.checkpoint import choose_tokenizer
+    from spanqa.models.load import load_tokenizer
 
     lowered = tmp_path / "lowered-bert"
     shutil.copytree(tiny_dir, lowered)
@@ -157,7 +158,8 @@ def test_a_chosen_tokenizer_must_match_the_checkpoints_own_casing_read_from_its_
 def test_a_bare_vocab_txt_is_not_taken_for_a_tokenizer(real: dict[str, Path], tiny_dir: Path) -> None:
     """SpanBERT's Hub repo ships vocab.txt alone, which transformers loads lower-casing: the fallback (BERT's cased
     tokenizer) is taken instead, after checking it has the same vocabulary."""
-    from spanqa.models.load import choose_tokenizer, load_tokenizer, lowercases
+    from spanqa.models.checkpoint import choose_tokenizer
+    from spanqa.models.load import load_tokenizer, lowercases
 
     cfg = ModelConfig(name_or_path=str(real["hub_model"]), tokenizer_fallback=str(real["tokenizer"]))
     choice = choose_tokenizer(cfg)

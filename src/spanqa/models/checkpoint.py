@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from spanqa.config import ModelConfig
@@ -94,3 +95,31 @@ def saved_model_type(name_or_path: str | Path) -> str | None:
     """The model_type in a local checkpoint's config.json (None for a Hub id or a config without one)."""
     config = Path(name_or_path).expanduser() / "config.json"
     return json.loads(config.read_text()).get("model_type") if config.is_file() else None
+
+
+@dataclass(frozen=True)
+class TokenizerChoice:
+    """Which tokenizer a model config windows with, and why."""
+
+    name_or_path: str
+    key: str  # the setting naming it: model.name_or_path (the checkpoint's own), model.tokenizer_name_or_path,
+    # or model.tokenizer_fallback
+    shipped: frozenset[str]  # the tokenizer files the checkpoint itself ships
+
+
+def choose_tokenizer(cfg: ModelConfig) -> TokenizerChoice:
+    """The user's `model.tokenizer_name_or_path` when set; else the checkpoint's own tokenizer when it ships one that
+    states its casing; else `model.tokenizer_fallback` (SpanBERT: BERT's cased tokenizer)."""
+    check_local_dir(cfg.name_or_path, "model.name_or_path")
+    shipped = shipped_tokenizer_files(cfg.name_or_path)
+    if cfg.tokenizer_name_or_path:
+        return TokenizerChoice(cfg.tokenizer_name_or_path, "model.tokenizer_name_or_path", shipped)
+    if shipped & set(CASING_FILES):
+        return TokenizerChoice(cfg.name_or_path, "model.name_or_path", shipped)
+    if cfg.tokenizer_fallback:
+        return TokenizerChoice(cfg.tokenizer_fallback, "model.tokenizer_fallback", shipped)
+    what = "tokenizer files stating its casing (only vocab.txt)" if shipped else "tokenizer files"
+    raise ModelLoadError(
+        f"model.name_or_path={cfg.name_or_path!r} has no {what} (the SpanBERT release ships none): set "
+        "model.tokenizer_name_or_path=google-bert/bert-base-cased or a local copy of it"
+    )

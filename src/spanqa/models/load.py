@@ -16,7 +16,6 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -37,10 +36,11 @@ from spanqa.env import is_local, is_offline
 from spanqa.errors import ModelLoadError
 from spanqa.models.checkpoint import (
     CASING_FILES,
+    TokenizerChoice,
     check_local_dir,
     checkpoint_casing,
+    choose_tokenizer,
     saved_model_type,
-    shipped_tokenizer_files,
 )
 
 log = logging.getLogger(__name__)
@@ -57,34 +57,6 @@ def _unreachable(key: str, name: str, err: Exception) -> ModelLoadError:
             f"where the Hub is reachable (`hf download {name} --local-dir DIR`) and pass {key}=DIR"
         )
     return ModelLoadError(f"{key}={name!r} could not be loaded: {str(err).splitlines()[0]}")
-
-
-@dataclass(frozen=True)
-class TokenizerChoice:
-    """Which tokenizer a model config windows with, and why."""
-
-    name_or_path: str
-    key: str  # the setting naming it: model.name_or_path (the checkpoint's own), model.tokenizer_name_or_path,
-    # or model.tokenizer_fallback
-    shipped: frozenset[str]  # the tokenizer files the checkpoint itself ships
-
-
-def choose_tokenizer(cfg: ModelConfig) -> TokenizerChoice:
-    """The user's `model.tokenizer_name_or_path` when set; else the checkpoint's own tokenizer when it ships one that
-    states its casing; else `model.tokenizer_fallback` (SpanBERT: BERT's cased tokenizer)."""
-    check_local_dir(cfg.name_or_path, "model.name_or_path")
-    shipped = shipped_tokenizer_files(cfg.name_or_path)
-    if cfg.tokenizer_name_or_path:
-        return TokenizerChoice(cfg.tokenizer_name_or_path, "model.tokenizer_name_or_path", shipped)
-    if shipped & set(CASING_FILES):
-        return TokenizerChoice(cfg.name_or_path, "model.name_or_path", shipped)
-    if cfg.tokenizer_fallback:
-        return TokenizerChoice(cfg.tokenizer_fallback, "model.tokenizer_fallback", shipped)
-    what = "tokenizer files stating its casing (only vocab.txt)" if shipped else "tokenizer files"
-    raise ModelLoadError(
-        f"model.name_or_path={cfg.name_or_path!r} has no {what} (the SpanBERT release ships none): set "
-        "model.tokenizer_name_or_path=google-bert/bert-base-cased or a local copy of it"
-    )
 
 
 def _from_pretrained(name: str, key: str) -> PreTrainedTokenizerBase:
@@ -238,18 +210,19 @@ def load_crf_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
 
 
 @_loading
-def expected_parameters(cfg: ModelConfig) -> int:
-    """About how many parameters the model of `cfg` has (its encoder plus a start/end layer: the heads differ by a
-    few hundred), from config.json alone: built on the meta device, no memory used and no weights read, so disk
-    space is checked before a model is loaded or downloaded."""
-    from spanqa.models.crf import SpanBertCrfConfig
+def planned_model(cfg: ModelConfig) -> PreTrainedModel:
+    """The model of `cfg` as its config.json describes it, built on the meta device: no memory used, no weights read.
+    Whatever its shape decides (parameters for the disk space its checkpoints need, positions for the window,
+    embedding rows for the tokenizer) is checked on it before preprocessing and before any weights load."""
+    from spanqa.models.crf import SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
 
-    if saved_model_type(cfg.name_or_path) == SpanBertCrfConfig.model_type:
-        config: PreTrainedConfig = BertConfig(**SpanBertCrfConfig.from_pretrained(cfg.name_or_path).encoder)
-    else:
-        config = load_config(cfg)
     with torch.device("meta"):
-        return AutoModelForQuestionAnswering.from_config(config).num_parameters()
+        if saved_model_type(cfg.name_or_path) == SpanBertCrfConfig.model_type:
+            return SpanBertCrfForQuestionAnswering(SpanBertCrfConfig.from_pretrained(cfg.name_or_path))
+        config = load_config(cfg)
+        if cfg.head == "crf" and isinstance(config, BertConfig):
+            return SpanBertCrfForQuestionAnswering(SpanBertCrfConfig(encoder=config.to_dict()))
+        return AutoModelForQuestionAnswering.from_config(config)
 
 
 def max_positions(config: Any) -> int | None:

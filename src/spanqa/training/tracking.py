@@ -41,7 +41,7 @@ def resolve_mode(cfg: Config) -> str:
     if not has_key:
         return "offline"
     if not wandb_server_reachable():
-        log.warning("W&B server unreachable: logging offline (sync later with `wandb sync %s`)", "outputs/**/wandb")
+        log.warning("W&B server unreachable: logging offline (the run's `wandb sync` line is printed at its end)")
         return "offline"
     return "online"
 
@@ -105,7 +105,12 @@ class Tracker:
             return
         run, self.run = self.run, None
         run.summary.update(summary)
+        offline_dir = Path(run.dir).parent  # <run dir>/wandb/offline-run-<time>-<id>/files → the run's own dir
         run.finish(exit_code=exit_code)
+        if self.mode == "offline":
+            line = f"W&B run saved offline in {offline_dir}: upload it with `wandb sync {offline_dir}`"
+            print(line)
+            logging.getLogger("spanqa.run").info(line)
 
     @contextmanager
     def closed_on_failure(self) -> Iterator[None]:
