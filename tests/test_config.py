@@ -177,6 +177,30 @@ def test_cli_rejects_what_would_run_as_something_else(tmp_path: Path, override: 
     assert not (tmp_path / "run" / "run_config.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("model=bert_large", "error: In 'config': Could not find 'model/bert_large'; available options in 'model': "
+         "spanbert, spanbert_crf"),
+        ("data.max_lenght=3", "error: data.max_lenght (did you mean data.max_length?): not a setting of spanqa's "
+         "config (src/spanqa/config.py)"),
+        ("optimizer.lr=fast", "error: optimizer.lr=fast: Value 'fast' of type 'str' could not be converted to Float"),
+        ("seed=[1", "error: no viable alternative at input '[1'; See https://hydra.cc/docs/1.2/advanced/"
+         "override_grammar/basic for details"),
+    ],
+)  # fmt: skip
+def test_hydras_composition_errors_are_one_line_and_status_2(tmp_path: Path, override: str, line: str) -> None:
+    proc = run_train(override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert (proc.returncode, proc.stderr) == (2, line + "\n")
+
+
+def test_hydra_flags_may_follow_the_overrides(tmp_path: Path) -> None:
+    """`make train model=x ARGS="--multirun …"` puts an override before Hydra's flags."""
+    proc = run_train("model=spanbert_crf", "--cfg", "job", "seed=3")
+    assert proc.returncode == 0, proc.stderr
+    assert "name: spanbert_crf" in proc.stdout and "seed: 3" in proc.stdout
+
+
 def test_cli_fails_fast_with_one_line_and_exit_code(tmp_path: Path) -> None:
     start = time.perf_counter()
     proc = run_train("data.doc_stride=500", f"hydra.run.dir={tmp_path / 'run'}")
@@ -222,7 +246,8 @@ def test_an_offline_run_names_every_missing_artifact_at_once(tmp_path: Path, rea
         "error: the Hub is unreachable and 3 of the run's artifacts are neither local nor in the Hugging Face cache: "
         "model.name_or_path='SpanBERT/spanbert-base-cased' (`hf download SpanBERT/spanbert-base-cased --local-dir "
         "DIR`, then model.name_or_path=DIR); model.tokenizer_fallback='google-bert/bert-base-cased' (`hf download "
-        'google-bert/bert-base-cased --include "*.json" "*.txt" --local-dir DIR`, then model.tokenizer_fallback=DIR); '
+        'google-bert/bert-base-cased --include "*.json" --include "*.txt" --local-dir DIR`, then '
+        "model.tokenizer_fallback=DIR); "
         "data.dataset_name='rajpurkar/squad_v2' (`hf download rajpurkar/squad_v2 --repo-type dataset --local-dir "
         "DIR`, then data.dataset_name=DIR)"
     )

@@ -347,7 +347,8 @@ def unknown_keys(node: Any, schema: type, prefix: str = "") -> list[str]:
     return out
 
 
-def unknown_key_error(keys: list[str]) -> ConfigError:
+def unknown_key_error(keys: list[str], added: bool = True) -> ConfigError:
+    """One line naming the unknown keys, each with its closest known one; `added`: they came in through `+`."""
     known = [k for k in flatten(OmegaConf.to_container(OmegaConf.structured(Config))) if k]
     known += [k.rsplit(".", 1)[0] for k in known if "." in k]
 
@@ -356,9 +357,10 @@ def unknown_key_error(keys: list[str]) -> ConfigError:
         return f"{key} (did you mean {close[0]}?)" if close else key
 
     settings = ", ".join(named(k) for k in keys)
+    plus = "; a `+` override adds a key, it does not make one known" if added else ""
     return ConfigError(
-        f"{settings}: not {'a setting' if len(keys) == 1 else 'settings'} of spanqa's config (src/spanqa/config.py); "
-        "a `+` override adds a key, it does not make one known"
+        f"{settings}: not {'a setting' if len(keys) == 1 else 'settings'} of spanqa's config (src/spanqa/config.py)"
+        + plus
     )
 
 

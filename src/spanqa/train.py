@@ -117,23 +117,22 @@ def flags_first(argv: list[str]) -> list[str]:
     return flags + overrides
 
 
-def composition_error(err: Exception) -> str:
+def composition_error(err: BaseException) -> str:
     """Hydra's multi-line composition errors as one line: what is wrong and what is allowed."""
     text = str(err).split("Config search path:")[0].strip()
-    override = re.match(r"Could not override '([^']+)'\.", text)
-    if override and " not in '" in text:  # an unknown key: name it, with the closest known one
-        return str(unknown_key_error([override.group(1)]))
+    cause = (str(err.__cause__).strip().splitlines() or [""])[0] if err.__cause__ is not None else ""
+    override = re.match(r"Could not override '([^']+)'", text)
+    if override and " not in '" in cause:  # an unknown key: named, with the closest known one (no `+` advice)
+        return str(unknown_key_error([override.group(1)], added=False))
+    merging = re.match(r"Error merging override (\S+)", text)
+    if merging and cause:  # a value of the wrong type
+        return f"{merging.group(1)}: {cause}"
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("To append")]
-    if override:
-        cause = next(
-            (line for line in lines[1:] if not line.startswith(("full_key", "reference_type", "object_type"))), ""
-        )
-        return f"{override.group(1)}: {cause}" if cause else lines[0]
     options = [line for line in lines if line.startswith("Available options in")]
-    if options:  # an unknown group option: list the available ones on the same line
+    if options:  # an unknown group option: the available ones on the same line
         listed = lines[lines.index(options[0]) + 1 :]
         return f"{lines[0]}; {options[0].rstrip(':').lower()}: {', '.join(listed)}"
-    return "; ".join(lines)
+    return "; ".join(lines + ([cause] if cause else []))
 
 
 def cli() -> None:

@@ -116,7 +116,8 @@ def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch:
     optimizer.zero_grad(set_to_none=True)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's flags (parse_args also checks what they ask for against this machine)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="base")
     parser.add_argument("--batch", type=int, default=8)
@@ -125,6 +126,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
         parser.error(f"need --batch >= 1, --steps >= 1, --warmup >= 0; got {args.batch}, {args.steps}, {args.warmup}")

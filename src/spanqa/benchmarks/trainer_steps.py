@@ -161,7 +161,8 @@ class _NoTokenizer:
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's flags (parse_args also checks what they ask for against this machine)."""
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: CUDA when there is one")
@@ -177,6 +178,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-windows", type=int, default=2000 if cuda else 64, help="dev windows evaluated")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the figures here")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     bad = [h for h in args.heads.split(",") if h not in HEADS] + [
         m for m in args.compile_modes.split(",") if m not in MODES

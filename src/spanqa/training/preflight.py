@@ -61,7 +61,7 @@ def missing_artifacts(cfg: Config) -> list[Missing]:
     choice = choose_tokenizer(cfg.model)
     tokenizer = choice.name_or_path
     if tokenizer != model and not is_local(tokenizer) and not any(_cached(tokenizer, f) for f in TOKENIZER_FILES):
-        files = f'hf download {tokenizer} --include "*.json" "*.txt" --local-dir DIR'
+        files = f'hf download {tokenizer} --include "*.json" --include "*.txt" --local-dir DIR'
         missing.append(Missing(choice.key, tokenizer, files))
     dataset = cfg.data.dataset_name
     if dataset is not None and not is_local(dataset) and not _dataset_prepared(dataset):
