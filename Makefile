@@ -11,18 +11,22 @@ PY := $(VENV)/bin/python
 
 # A variable this Makefile does not read (MODEL=…, modle=…) would be ignored, and another run would start than the
 # one asked for: it stops make instead.
-VARIABLES := model experiment launcher ARGS RUNS RUN FILE OUT QUESTION CONTEXT NGPUS PYTHON
+VARIABLES := model experiment launcher ARGS RUNS RUN REPO FILE OUT QUESTION CONTEXT NGPUS PYTHON
 GIVEN := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
 UNKNOWN := $(firstword $(filter-out $(VARIABLES),$(GIVEN)))
 ifneq ($(UNKNOWN),)
 CLOSEST := $(filter $(shell echo '$(UNKNOWN)' | tr A-Z a-z) $(shell echo '$(UNKNOWN)' | tr a-z A-Z),$(VARIABLES))
-$(error $(UNKNOWN)= is not a variable of this Makefile$(if $(CLOSEST), (did you mean $(CLOSEST)=?)): its variables are model experiment launcher (Hydra config groups) and ARGS RUNS RUN FILE OUT QUESTION CONTEXT NGPUS PYTHON)
+$(error $(UNKNOWN)= is not a variable of this Makefile$(if $(CLOSEST), (did you mean $(CLOSEST)=?)): its variables are model experiment launcher (Hydra config groups) and ARGS RUNS RUN REPO FILE OUT QUESTION CONTEXT NGPUS PYTHON)
 endif
 
 ifneq ($(filter predict,$(MAKECMDGOALS)),)
 ifeq ($(RUN),)
 $(error make predict needs RUN=<run dir or checkpoint dir>$(if $(model), (model= names a config group, for make train)))
 endif
+endif
+ifneq ($(filter push,$(MAKECMDGOALS)),)
+$(if $(RUN),,$(error make push needs RUN=<finished run dir> and REPO=<namespace/name>))
+$(if $(REPO),,$(error make push needs RUN=<finished run dir> and REPO=<namespace/name>))
 endif
 
 model ?=
@@ -37,7 +41,7 @@ NGPUS ?= 2
 DDP_DIR := outputs/runs/$(shell date +%Y-%m-%d)/$(shell date +%H-%M-%S)_$(or $(model),spanbert)-ddp$(NGPUS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup smoke train train-ddp demo test test-slow lint sweep compare predict bench-postprocess bench-crf bench-throughput bench-trainer
+.PHONY: help setup smoke train train-ddp demo test test-slow lint sweep compare predict push bench-postprocess bench-crf bench-throughput bench-trainer
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -78,6 +82,9 @@ compare: setup  ## compare finished runs: make compare [RUNS="outputs/multirun/s
 
 predict: setup  ## answer questions: make predict RUN=<run or checkpoint dir> QUESTION="…" CONTEXT="…", or FILE=<SQuAD JSON or JSONL> [OUT=predictions.json]
 	$(PY) -m spanqa.predict --model "$$RUN" $(if $(FILE),--file "$$FILE",--question "$$QUESTION" --context "$$CONTEXT") $(if $(OUT),--out "$$OUT") $(ARGS)
+
+push: setup  ## publish a run's model/ (with its model card) to the Hub, private: make push RUN=<run dir> REPO=<user/name> [ARGS="--public"]
+	$(PY) -m spanqa.push "$$RUN" --repo "$$REPO" $(ARGS)
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check src tests && $(VENV)/bin/ruff format --check src tests

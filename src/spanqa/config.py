@@ -260,6 +260,7 @@ class LoggerConfig:
     group: str = "spanbert"
     mode: str = "auto"
     tags: list[str] = field(default_factory=list)
+    log_model: bool = False  # W&B: the best model as an artifact at the end
 
     def __post_init__(self) -> None:
         _one_of("logger.backend", self.backend, ("wandb", "tensorboard", "none"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import compose_demo, last_line, run_module, wandb_exit_code
+from tests.helpers import compose_demo, last_line, run_module, wandb_exit_code, wandb_records
 
 
 def train(run_dir: Path, demo_dir: Path, *overrides: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -29,7 +29,8 @@ def train(run_dir: Path, demo_dir: Path, *overrides: str, **env: str) -> subproc
 
 def test_tiny_run_writes_wandb_offline_run_metrics_and_artifacts(tmp_path: Path, demo_dir: Path) -> None:
     run = tmp_path / "run"
-    proc = train(run, demo_dir, "trainer.epochs=1", "data.max_train_samples=300", "logger.mode=auto", WANDB_MODE="")
+    proc = train(run, demo_dir, "trainer.epochs=1", "data.max_train_samples=300", "logger.mode=auto",
+                 "logger.log_model=true", WANDB_MODE="")  # fmt: skip
     record = json.loads((run / "run.json").read_text())
     metrics = record["metrics"]
     for key in (
@@ -59,6 +60,8 @@ def test_tiny_run_writes_wandb_offline_run_metrics_and_artifacts(tmp_path: Path,
     for name in ("null_odds.json", "nbest_predictions.json", "eval_results.json", "per_question.json"):
         assert (run / name).is_file()
     assert (run / "model" / "model.safetensors").is_file()
+    check_wandb_run(offline_runs[0], record)
+    check_model_card(run)
     # The offline run's own sync command; train.log tells the run's story in lines a person reads.
     assert f"W&B run saved offline in {offline_runs[0]}: upload it with `wandb sync {offline_runs[0]}`" in proc.stdout
     log = (run / "train.log").read_text()
@@ -71,6 +74,47 @@ def test_tiny_run_writes_wandb_offline_run_metrics_and_artifacts(tmp_path: Path,
     proc = run_module("spanqa.evaluate", str(demo_dir / "dev.json"), str(run / "predictions.json"))  # the alias
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["f1"] == pytest.approx(metrics["eval_f1"])
+
+
+def check_wandb_run(offline_run: Path, record: dict) -> None:
+    """The W&B run a user compares heads in: the answers as a Table, the best model as an artifact, the final
+    scores in the summary once (eval/f1, not also eval_f1), a config of the composed (nested) keys only."""
+    (log,) = offline_run.glob("run-*.wandb")
+    records = list(wandb_records(log))
+    (config,) = [sorted(i.key for i in r.run.config.update) for r in records if r.HasField("run")]
+    assert set(config) - {"_wandb"} == set(record["config"])  # no flat TrainingArguments or model-config keys
+    summary = {i.key or "/".join(i.nested_key) for r in records if r.HasField("summary") for i in r.summary.update}
+    assert {"eval/f1", "eval/exact", "best_epoch", "eval/answers/path"} <= summary and "eval_f1" not in summary
+    artifacts = {(r.artifact.name, r.artifact.type) for r in records if r.HasField("artifact")}
+    assert (f"model-{record['wandb_run_id']}", "model") in artifacts
+    (table_file,) = offline_run.glob("files/media/table/eval/answers_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["id", "question", "gold", "prediction", "exact", "f1", "no_answer_probability", "head"]
+    per_question = json.loads((offline_run.parents[1] / "per_question.json").read_text())
+    assert {row[0]: row[3] for row in table["data"]} == {q: r["prediction"] for q, r in per_question.items()}
+    assert {row[7] for row in table["data"]} == {"span"}
+
+
+def check_model_card(run: Path) -> None:
+    """model/README.md: a card whose model-index holds the run's own official scores; safetensors only."""
+    from huggingface_hub import ModelCard
+
+    model = run / "model"
+    assert not (model / "training_args.bin").exists() and (model / "model.safetensors").is_file()
+    card = ModelCard.load(model / "README.md")
+    results = json.loads((run / "eval_results.json").read_text())
+    listed = {r.metric_name: r for r in card.data.eval_results}
+    assert listed["F1"].metric_value == pytest.approx(results["f1"], abs=1e-4)
+    assert listed["Exact match"].metric_value == pytest.approx(results["exact"], abs=1e-4)
+    assert listed["HasAns F1"].metric_value == pytest.approx(results["HasAns_f1"], abs=1e-4)
+    assert listed["NoAns F1"].metric_value == pytest.approx(results["NoAns_f1"], abs=1e-4)
+    assert listed["F1"].metric_args == {"null_threshold": results["null_threshold"],
+                                        "null_threshold_policy": results["null_threshold_policy"]}  # fmt: skip
+    assert listed["Best F1 (threshold tuned on these questions)"].metric_args == {
+        "best_f1_thresh": results["best_f1_thresh"]
+    }
+    assert card.data.pipeline_tag == "question-answering" and "head-span" in card.data.tags
+    assert f"| F1 | {results['f1']:.2f} |" in card.text and "Predictor.load" in card.text
 
 
 @pytest.mark.slow

@@ -51,6 +51,23 @@ def score(preds: Predictions, es: EvalSet, threshold: float, policy: str, held_o
     return Outcome(preds, result, threshold, policy, metrics, held_out_by if policy == "held_out" else None)
 
 
+def answer_rows(outcome: Outcome, es: EvalSet) -> dict[str, dict[str, Any]]:
+    """{id: {question, gold, prediction, na_prob, exact, f1}}: each question's answer and scores."""
+    answers = outcome.answers()
+    p, r = outcome.predictions, outcome.result
+    return {
+        qid: {
+            "question": question,
+            "gold": es.gold[qid],
+            "prediction": answers[qid],
+            "na_prob": p.na_prob[qid],
+            "exact": r.exact_by_qid[qid],
+            "f1": r.f1_by_qid[qid],
+        }
+        for qid, question in zip(es.ids, es.questions, strict=True)
+    }
+
+
 def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = True) -> list[Path]:
     """predictions.json (official format), null_odds.json, na_probs.json, [nbest_predictions.json],
     eval_results.json, per_question.json (question, gold, prediction, EM/F1: for paired tests and error analysis)."""
@@ -65,17 +82,7 @@ def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = 
             "null_threshold_policy": outcome.policy,
             **({"null_threshold_held_out_by": outcome.held_out_by} if outcome.held_out_by else {}),
         },
-        "per_question.json": {
-            qid: {
-                "question": question,
-                "gold": es.gold[qid],
-                "prediction": answers[qid],
-                "na_prob": p.na_prob[qid],
-                "exact": outcome.result.exact_by_qid[qid],
-                "f1": outcome.result.f1_by_qid[qid],
-            }
-            for qid, question in zip(es.ids, es.questions, strict=True)
-        },
+        "per_question.json": answer_rows(outcome, es),
     }
     if nbest:
         files["nbest_predictions.json"] = p.nbest

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from spanqa.data.squad import RowReport
 from spanqa.env import disk_full_reported
-from spanqa.eval.policies import write_artifacts
+from spanqa.eval.policies import answer_rows, write_artifacts
 from spanqa.files import write_json
+from spanqa.rundir.card import write_card
 from spanqa.rundir.layout import MODEL_DIR, SKIPPED, TRIMMED
 from spanqa.rundir.record import NullThreshold, QuestionSet, RowChanges, RunIdentity, RunRecord, TokenizerUsed
 
@@ -85,9 +86,13 @@ def save_final(
             best_checkpoint=_relative(state.best_model_checkpoint, run_dir),
             wandb_run_id=tracker.run.id if tracker.run is not None else None,
         )
+        write_card(record, run_dir / MODEL_DIR)  # model/README.md: its scores, recipe and how to load it
+        (run_dir / MODEL_DIR / "training_args.bin").unlink(missing_ok=True)  # a pickle: model/ is safetensors only
         record.write(run_dir)
+    tracker.log_answers(answer_rows(outcome, eval_set), str(identity.config["model"]["head"]))
+    tracker.log_model(run_dir / MODEL_DIR)
     tracker.log_files(f"eval-{tracker.run.id}" if tracker.run else "eval", "evaluation", files)
-    tracker.finish({k: v for k, v in metrics.items() if v is not None})
+    tracker.finish({"best_epoch": metrics["best_epoch"]})  # the eval/* scores are the callback's, logged once
     return metrics
 
 

@@ -57,6 +57,7 @@ def report_targets(cfg: Config, wandb_mode: str) -> list[str]:
 class Tracker:
     mode: str
     run: Any = None
+    log_model_dir: bool = False  # logger.log_model
 
     @classmethod
     def start(cls, cfg: Config, config_dict: dict[str, Any], run_dir: Path, mode: str) -> Tracker:
@@ -86,7 +87,31 @@ class Tracker:
             mode=mode,
         )
         id_file.write_text(run.id)
-        return cls(mode, run)
+        return cls(mode, run, cfg.logger.log_model)
+
+    def log_answers(self, rows: dict[str, dict[str, Any]], head: str) -> None:
+        """Every evaluation question with its gold answers, the prediction and its scores, as the W&B Table
+        `eval/answers`: in the UI, the heads' answers side by side."""
+        if self.run is None:
+            return
+        import wandb
+
+        columns = ["id", "question", "gold", "prediction", "exact", "f1", "no_answer_probability", "head"]
+        table = wandb.Table(columns=columns)
+        for qid, r in rows.items():
+            table.add_data(qid, r["question"], " | ".join(r["gold"]), r["prediction"], r["exact"], r["f1"],
+                           r["na_prob"], head)  # fmt: skip
+        self.run.log({"eval/answers": table})
+
+    def log_model(self, model_dir: Path) -> None:
+        """With logger.log_model=true, the best model (model/, its card included) as the artifact model-<run id>."""
+        if self.run is None or not self.log_model_dir:
+            return
+        import wandb
+
+        artifact = wandb.Artifact(name=f"model-{self.run.id}", type="model", metadata={"run_name": self.run.name})
+        artifact.add_dir(str(model_dir))
+        self.run.log_artifact(artifact, aliases=["best"])
 
     def log_files(self, name: str, kind: str, files: list[Path]) -> None:
         if self.run is None:

@@ -23,6 +23,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.integrations import WandbCallback
 
 from spanqa.config import Config, DataConfig
 from spanqa.data.collate import WindowCollator
@@ -256,7 +257,7 @@ def build_trainer(
     t = cfg.trainer
     on_gpu = uses_gpu(t.device)
     compile_model(model, t.compile, t.compile_backend, t.pad_widths)
-    return QATrainer(
+    trainer = QATrainer(
         model=model,
         args=args,
         train_dataset=data.train,
@@ -271,6 +272,23 @@ def build_trainer(
         cuda_graphs=t.compile == "reduce-overhead" and on_gpu,
         callbacks=callbacks,
     )
+    if "wandb" in args.report_to:
+        trainer.remove_callback(WandbCallback)
+        trainer.add_callback(RunWandbCallback())
+    return trainer
+
+
+class RunWandbCallback(WandbCallback):
+    """The Trainer's W&B logging, minus what its setup adds to the run's config: every TrainingArguments field and
+    model-config key, flat (130-odd keys, `project: huggingface` and `hub_token` among them), beside the nested
+    composed config the run was created with (`spanqa.training.tracking`)."""
+
+    def setup(self, args: TrainingArguments, state: Any, model: Any, **kwargs: Any) -> None:
+        self._initialized = True
+        if not state.is_world_process_zero or self._wandb.run is None:
+            return
+        self._wandb.define_metric("train/global_step")
+        self._wandb.define_metric("*", step_metric="train/global_step", step_sync=True)
 
 
 def compile_model(model: PreTrainedModel, mode: str | bool, backend: str, widths: list[int] | None) -> None:
