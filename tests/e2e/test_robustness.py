@@ -69,3 +69,23 @@ def test_windows_longer_than_the_model_fail_before_preprocessing(tmp_path: Path,
     proc = train(demo_dir, tmp_path / "run", "data.max_length=600", "data.doc_stride=128", "logger=none")
     assert proc.returncode == 2
     assert last_line(proc) == "error: data.max_length=600 is invalid: the model has 512 positions at most"
+
+
+def test_a_malformed_row_is_reported_before_the_model_loads(tmp_path: Path, demo_dir: Path) -> None:
+    """The model here would not even load (its weights are cut short): the row's error comes first."""
+    import json
+
+    broken = shutil.copytree(demo_dir / "tiny-bert", tmp_path / "broken-bert")
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    blob = json.loads((demo_dir / "train.json").read_text())
+    qa = blob["data"][0]["paragraphs"][0]["qas"][0]
+    qa["question"] = "\u200b\u200b"  # invisible: the tokenizer drops it
+    train_file = tmp_path / "train.json"
+    train_file.write_text(json.dumps(blob))
+    proc = train(demo_dir, tmp_path / "run", f"model.name_or_path={broken}", f"data.train_file={train_file}",
+                 "logger=none")  # fmt: skip
+    assert proc.returncode == 2
+    assert last_line(proc) == (
+        f"error: train: question {qa['id']!r} has an empty question (data.bad_rows=skip drops such training rows)"
+    )
