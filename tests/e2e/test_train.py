@@ -74,6 +74,17 @@ def test_tiny_run_writes_wandb_offline_run_metrics_and_artifacts(tmp_path: Path,
     proc = run_module("spanqa.evaluate", str(demo_dir / "dev.json"), str(run / "predictions.json"))  # the alias
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["f1"] == pytest.approx(metrics["eval_f1"])
+    # Re-scoring reproduces every figure of the run, the best-threshold ones too: the best non-null spans with the
+    # no-answer probabilities, at the threshold that was applied (as README's Metrics section says).
+    results = json.loads((run / "eval_results.json").read_text())
+    proc = run_module(
+        "spanqa.score", str(demo_dir / "dev.json"), str(run / "best_spans.json"),
+        "--na-prob-file", str(run / "na_probs.json"), "--na-prob-thresh", str(results["null_threshold"]),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rescored = json.loads(proc.stdout)
+    assert rescored.keys() == results.keys() - {"null_threshold", "null_threshold_policy"}
+    assert rescored == pytest.approx({k: results[k] for k in rescored})
 
 
 def check_wandb_run(offline_run: Path, record: dict) -> None:

@@ -69,12 +69,18 @@ def answer_rows(outcome: Outcome, es: EvalSet) -> dict[str, dict[str, Any]]:
 
 
 def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = True) -> list[Path]:
-    """predictions.json (official format), null_odds.json, na_probs.json, [nbest_predictions.json],
-    eval_results.json, per_question.json (question, gold, prediction, EM/F1: for paired tests and error analysis)."""
+    """predictions.json (official format, thresholded), best_spans.json (each question's best non-null span, before
+    the threshold), null_odds.json, na_probs.json, [nbest_predictions.json], eval_results.json, per_question.json
+    (question, gold, prediction, EM/F1: for paired tests and error analysis).
+
+    The official script scores best_spans.json with na_probs.json exactly as the evaluation did: every figure of
+    eval_results.json, the best-threshold ones included (`--na-prob-thresh` the threshold applied). Scoring the
+    thresholded predictions.json that way would count a blanked answer as a prediction of ""."""
     p = outcome.predictions
     answers = outcome.answers()
     files: dict[str, Any] = {
         "predictions.json": answers,
+        "best_spans.json": p.best_span,
         "null_odds.json": p.score_diff,
         "na_probs.json": p.na_prob,
         "eval_results.json": {
