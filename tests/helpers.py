@@ -21,9 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 
 
+# What an outer `make test` hands its children: a `make` the tests start must see a user's fresh shell instead.
+MAKE_STATE = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for `python -m spanqa...` subprocesses: the test isolation (conftest) plus src on the path."""
-    return {**os.environ, "PYTHONPATH": str(SRC), **extra}
+    """Environment for `python -m spanqa...` and `make` subprocesses: the test isolation (conftest) plus src on the
+    path, without the state of a `make` running the tests."""
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_STATE}
+    return {**env, "PYTHONPATH": str(SRC), **extra}
 
 
 def run_module(module: str, *args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess[str]:

@@ -116,6 +116,18 @@ def test_unfair_comparisons_are_flagged(tmp_path: Path, capsys: pytest.CaptureFi
     ]
 
 
+def test_a_report_over_three_heads_has_a_section_per_pair(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for model, skill in (("spanbert", 0.5), ("spanbert_crf", 0.6), ("spanbert_bio", 0.55)):
+        for seed in (1, 2):
+            write_run(tmp_path / "runs" / f"{model}-{seed}", model, seed, skill)
+    code, stdout, _ = run_main([str(tmp_path / "runs"), "--out", str(tmp_path / "r"), "--resamples", "200"], capsys)
+    assert code == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    for pair in ("spanbert_bio − spanbert", "spanbert_crf − spanbert", "spanbert_crf − spanbert_bio"):
+        assert f"### {pair}" in report
+    assert stdout.count("**Paired bootstrap over") == 3
+
+
 def test_runs_scored_on_different_questions_are_not_paired_unless_asked(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -159,7 +171,7 @@ def test_pngs_are_written_and_non_trivial(multirun: Path, tmp_path: Path, capsys
     assert run_main([str(multirun), "--out", str(out), "--resamples", "200"], capsys)[0] == 0
     import matplotlib.image
 
-    for name in ("loss_curves.png", "f1_curves.png", "grad_norms.png", "metrics_bars.png"):
+    for name in ("loss_curves.png", "f1_curves.png", "threshold_curves.png", "grad_norms.png", "metrics_bars.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
         pixels = matplotlib.image.imread(out / name)

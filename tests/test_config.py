@@ -181,7 +181,7 @@ def test_cli_rejects_what_would_run_as_something_else(tmp_path: Path, override: 
     ("override", "line"),
     [
         ("model=bert_large", "error: In 'config': Could not find 'model/bert_large'; available options in 'model': "
-         "spanbert, spanbert_crf"),
+         "spanbert, spanbert_bio, spanbert_crf"),
         ("data.max_lenght=3", "error: data.max_lenght (did you mean data.max_length?): not a setting of spanqa's "
          "config (src/spanqa/config.py)"),
         ("optimizer.lr=fast", "error: optimizer.lr=fast: Value 'fast' of type 'str' could not be converted to Float"),

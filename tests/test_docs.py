@@ -143,17 +143,19 @@ def test_a_misspelt_or_wrongly_cased_make_variable_stops_make() -> None:
         "modle=spanbert_crf": "modle= is not a variable",
     }
     for variable, named in cases.items():
-        proc = subprocess.run(["make", "-n", "train", variable], cwd=REPO, capture_output=True, text=True)
+        proc = subprocess.run(["make", "-n", "train", variable], cwd=REPO, env=subprocess_env(), capture_output=True,
+                              text=True)  # fmt: skip
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.count("\n") == 1 and named in proc.stderr
-    proc = subprocess.run(["make", "-n", "predict", "model=x"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(["make", "-n", "predict", "model=x"], cwd=REPO, env=subprocess_env(), capture_output=True,
+                          text=True)  # fmt: skip
     assert proc.returncode == 2 and "make predict needs RUN=<run dir or checkpoint dir>" in proc.stderr
 
 
 def test_hydra_flags_in_args_compose_with_a_model_in_any_order() -> None:
     for args in ("--multirun hparams_search=optuna_f1", "hparams_search=optuna_f1 --multirun"):
         proc = subprocess.run(["make", "-n", "train", "model=spanbert_crf", f"ARGS={args}"], cwd=REPO,
-                              capture_output=True, text=True)  # fmt: skip
+                              env=subprocess_env(), capture_output=True, text=True)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
     probe = "from spanqa.train import flags_first; print(flags_first(['model=x', '--multirun', 'a=1', '--cfg', 'job']))"
     out = subprocess.run([sys.executable, "-c", probe], env=subprocess_env(), capture_output=True, text=True).stdout
@@ -261,7 +263,7 @@ def run_make(command: Command, root: Path, hub_cache: Path) -> subprocess.Comple
 
 def expanded(target: str, variables: dict[str, str], root: Path) -> list[str]:
     proc = subprocess.run(["make", "-n", "-s", target, *(f"{k}={v}" for k, v in variables.items())], cwd=root,
-                          capture_output=True, text=True)  # fmt: skip
+                          env=subprocess_env(), capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return shlex.split(proc.stdout.strip().splitlines()[-1])
 

@@ -183,25 +183,29 @@ def test_batching_does_not_change_answers(tiny_dir: Path, dev_records: list[dict
     assert one.predict(records[3]["question"], records[3]["context"]) == a[records[3]["id"]]
 
 
-@pytest.fixture(scope="module")
-def crf_dir(tiny_dir: Path, tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["crf", "bio"])
+def tagging_dir(request: pytest.FixtureRequest, tiny_dir: Path, tokenizer, tmp_path_factory: pytest.TempPathFactory):
+    """A saved BIO-head checkpoint (CRF, or tagging-only) on the tiny encoder: (head, dir)."""
     from spanqa.models.crf import SpanBertCrfForQuestionAnswering
+    from spanqa.models.tagging import SpanBertBioForQuestionAnswering
 
+    model_cls = {"crf": SpanBertCrfForQuestionAnswering, "bio": SpanBertBioForQuestionAnswering}[request.param]
     torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("crf")
-    model = SpanBertCrfForQuestionAnswering.from_encoder(str(tiny_dir), max_answer_length=6, num_candidates=4)
-    with torch.no_grad():  # favour B and I tags so that the untrained Viterbi paths hold spans
+    out = tmp_path_factory.mktemp(request.param)
+    model = model_cls.from_encoder(str(tiny_dir), max_answer_length=6, num_candidates=4)
+    with torch.no_grad():  # favour B and I tags so that the untrained model prefers some spans to no answer
         model.emission.bias.copy_(torch.tensor([0.0, 0.3, 0.5]))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return out
+    return request.param, out
 
 
-def test_crf_checkpoint(crf_dir: Path, dev_records: list[dict[str, str]]) -> None:
+def test_bio_head_checkpoints(tagging_dir: tuple[str, Path], dev_records: list[dict[str, str]]) -> None:
+    head, path = tagging_dir
     records = dev_records[:10]
-    one = Predictor.load(crf_dir, device="cpu", batch_size=1, null_threshold=1.0, **SMALL_WINDOWS)
-    assert one.head.name == "crf" and one.data.max_answer_length == 6  # the checkpoint's own limit
-    many = Predictor.load(crf_dir, device="cpu", batch_size=64, null_threshold=1.0, **SMALL_WINDOWS)
+    one = Predictor.load(path, device="cpu", batch_size=1, null_threshold=1.0, **SMALL_WINDOWS)
+    assert one.head.name == head and one.data.max_answer_length == 6  # the checkpoint's own limit
+    many = Predictor.load(path, device="cpu", batch_size=64, null_threshold=1.0, **SMALL_WINDOWS)
     a, b = one.predict_many(records), many.predict_many(records)
     answered = 0
     for record in records:
@@ -211,7 +215,7 @@ def test_crf_checkpoint(crf_dir: Path, dev_records: list[dict[str, str]]) -> Non
             answered += 1
             assert ra["answer"] == record["context"][ra["start"] : ra["end"]]
             assert len(one.tokenizer(ra["answer"], add_special_tokens=False)["input_ids"]) <= 6
-            # CRF null score is 0: na_prob = sigmoid(0 - span log-odds).
+            # A BIO head's null score is 0: na_prob = sigmoid(0 - span log-odds).
             assert ra["no_answer_probability"] == pytest.approx(sigmoid(-ra["score"]), rel=1e-6)
     assert answered >= 5
 

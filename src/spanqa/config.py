@@ -44,7 +44,7 @@ def _one_of(key: str, value: Any, allowed: tuple[Any, ...]) -> None:
 # Allowed values that name code elsewhere: the heads of `spanqa.models.heads.HEADS` and the CRF's training-loss
 # algorithms (`spanqa.models.crf.FORWARD_ALGORITHMS`). Written here so that validation imports no model code; a
 # test holds them equal.
-HEAD_NAMES = ("span", "crf")
+HEAD_NAMES = ("span", "crf", "bio")
 CRF_FORWARD_ALGORITHMS = ("parallel", "pytorch_crf")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 
@@ -81,7 +81,7 @@ class ModelConfig:
     # The model type of a checkpoint whose config.json has none (the SpanBERT release has none).
     architecture: str = "bert"
     head: str = "span"
-    crf_num_candidates: int = 4
+    num_candidates: int = 4  # spans a BIO head (crf, bio) keeps per window
     crf_forward_algorithm: str = "parallel"
     attn_implementation: str = "sdpa"
 
@@ -90,7 +90,7 @@ class ModelConfig:
         _one_of("model.attn_implementation", self.attn_implementation, ("eager", "sdpa", "flash_attention_2"))
         _require(bool(self.name_or_path), "model.name_or_path", self.name_or_path, "a Hub id or a local directory")
         _require(bool(self.architecture), "model.architecture", self.architecture, "a transformers model type (bert)")
-        _require(self.crf_num_candidates >= 1, "model.crf_num_candidates", self.crf_num_candidates, "must be >= 1")
+        _require(self.num_candidates >= 1, "model.num_candidates", self.num_candidates, "must be >= 1")
         _one_of("model.crf_forward_algorithm", self.crf_forward_algorithm, CRF_FORWARD_ALGORITHMS)
 
 

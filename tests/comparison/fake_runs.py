@@ -26,6 +26,12 @@ QUESTIONS = [
 N_QUESTIONS = 48
 
 
+def context_of(i: int) -> str:
+    """The paragraph question i is asked about: it holds every gold answer and the wrong one the fakes give."""
+    gold = QUESTIONS[i % len(QUESTIONS)][1]
+    return f"Town {i // 3} lies by the river, near the city. " + " ".join(f"It has {g}." for g in gold)
+
+
 def per_question(rng: np.random.Generator, skill: float, n_questions: int = N_QUESTIONS) -> dict[str, dict[str, Any]]:
     """Answerable questions get F1 ~ skill, unanswerable ones are abstained on with probability skill."""
     out = {}
@@ -38,9 +44,20 @@ def per_question(rng: np.random.Generator, skill: float, n_questions: int = N_QU
             f1 = float(rng.random() < skill)
             prediction = "" if f1 else "the city"
         exact = float(f1 == 1)
+        start = context_of(i).find(prediction) if prediction else None
+        # The threshold (0.5) blanked exactly the answers that are "": a consistent no-answer probability.
+        na_prob = float(rng.uniform(0.5, 1.0) if prediction == "" else rng.uniform(0.0, 0.5))
+        best_span = prediction or (gold[0].split()[0] if gold else "the city")
         out[f"q{i}"] = {"question": template.format(f"town {i}"), "gold": gold, "prediction": prediction}
-        out[f"q{i}"] |= {"na_prob": float(rng.random()), "exact": exact, "f1": f1}
+        out[f"q{i}"] |= {"best_span": best_span, "start": start, "na_prob": na_prob, "exact": exact, "f1": f1}
     return out
+
+
+def contexts_of(pq: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """contexts.json of a run scored on these questions (each distinct paragraph once)."""
+    index: dict[str, int] = {}
+    of = {qid: index.setdefault(context_of(int(qid[1:])), len(index)) for qid in pq}
+    return {"contexts": list(index), "of": of}
 
 
 def metrics_of(pq: dict[str, dict[str, Any]], epochs: int) -> dict[str, float]:
@@ -75,9 +92,9 @@ def write_run(
     """A finished run dir: .hydra/config.yaml + overrides.yaml, run.json, per_question.json, eval_results.json.
     Returns run.json's content."""
     rng = np.random.default_rng(seed * 100 + int(skill * 100))
-    head = "crf" if model.endswith("crf") else "span"
+    head = next((h for h in ("crf", "bio") if model.endswith(h)), "span")
     config = {
-        "model": {"name": model, "name_or_path": "${demo.dir}/tiny-bert", "head": head, "crf_num_candidates": 4},
+        "model": {"name": model, "name_or_path": "${demo.dir}/tiny-bert", "head": head, "num_candidates": 4},
         "data": {"dataset_name": None, "train_file": "${demo.dir}/train.json", "max_length": 64},
         "optimizer": {"lr": lr, "weight_decay": 0.01, "max_grad_norm": 1.0},
         "trainer": {"epochs": epochs, "batch_size": 16, "logging_steps": 10, "dataloader_workers": 0},
@@ -140,6 +157,8 @@ def write_run(
             best_checkpoint="checkpoints/checkpoint-60",
         ).write(run_dir)
     (run_dir / "per_question.json").write_text(json.dumps(pq))
+    if not legacy:
+        (run_dir / "contexts.json").write_text(json.dumps(contexts_of(pq)))
     (run_dir / "eval_results.json").write_text(json.dumps(metrics | {"null_threshold_policy": policy}))
     (run_dir / "eval" / "step-30").mkdir(parents=True)  # intermediate evaluations: not runs
     (run_dir / "eval" / "step-30" / "per_question.json").write_text(json.dumps(pq))

@@ -57,6 +57,17 @@ def test_grouping_by_a_swept_key(tmp_path: Path) -> None:
     assert (baseline.label, candidate.label) == ("spanbert lr=2e-05", "spanbert_crf lr=2e-05")
 
 
+def test_three_heads_give_each_against_start_end_and_the_crf_against_tagging_only(tmp_path: Path) -> None:
+    for model, skill in (("spanbert", 0.5), ("spanbert_crf", 0.6), ("spanbert_bio", 0.55)):
+        write_run(tmp_path / model, model, 1, skill)
+    groups = comparison.group_runs(comparison.collect_local([tmp_path])[0])
+    pairs = [(b.label, c.label) for b, c in comparison.choose_pairs(groups, None, None)]
+    assert pairs == [("spanbert", "spanbert_bio"), ("spanbert", "spanbert_crf"), ("spanbert_bio", "spanbert_crf")]
+    assert [(b.label, c.label) for b, c in comparison.choose_pairs(groups, "spanbert_crf", "spanbert")] == [
+        ("spanbert_crf", "spanbert")
+    ]
+
+
 def test_runs_without_per_question_records_skip_the_bootstrap(tmp_path: Path) -> None:
     write_run(tmp_path / "a", "spanbert", 1, 0.5)
     write_run(tmp_path / "b", "spanbert_crf", 1, 0.6)

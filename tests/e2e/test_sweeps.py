@@ -24,10 +24,10 @@ def multirun(demo_dir: Path, sweep_dir: Path, *overrides: str, status: int = 0) 
     return proc
 
 
-def test_comparison_sweep_is_both_heads_times_three_seeds() -> None:
+def test_comparison_sweep_is_the_three_heads_times_three_seeds() -> None:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=spanbert_vs_crf"], return_hydra_config=True)
-    assert dict(cfg.hydra.sweeper.params) == {"model": "spanbert,spanbert_crf", "seed": "1,2,3"}
+    assert dict(cfg.hydra.sweeper.params) == {"model": "spanbert,spanbert_crf,spanbert_bio", "seed": "1,2,3"}
     assert cfg.data.null_threshold.policy == "held_out" and cfg.logger.group == "spanbert_vs_crf"
     assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.optimizer.lr) == (6, 8, 2e-5)
 

@@ -85,6 +85,11 @@ def test_tiny_run_writes_wandb_offline_run_metrics_and_artifacts(tmp_path: Path,
     rescored = json.loads(proc.stdout)
     assert rescored.keys() == results.keys() - {"null_threshold", "null_threshold_policy"}
     assert rescored == pytest.approx({k: results[k] for k in rescored})
+    # The comparison's threshold sweep, at the threshold applied, is the run's own F1.
+    from spanqa.comparison.stats import threshold_curve
+
+    _, f1, _ = threshold_curve(json.loads((run / "per_question.json").read_text()))
+    assert f1[round(results["null_threshold"] * 200)] == pytest.approx(results["f1"])
 
 
 def check_wandb_run(offline_run: Path, record: dict) -> None:
@@ -129,7 +134,7 @@ def check_model_card(run: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["spanbert", "spanbert_crf"])
+@pytest.mark.parametrize("model", ["spanbert", "spanbert_crf", "spanbert_bio"])
 def test_demo_model_beats_the_all_empty_baseline(tmp_path: Path, demo_dir: Path, model: str) -> None:
     run = tmp_path / "run"
     train(run, demo_dir, f"model={model}", "logger=none")

@@ -10,18 +10,8 @@ import torch
 from transformers import AutoModelForQuestionAnswering, BertConfig, BertForQuestionAnswering, BertModel
 
 from spanqa.benchmarks import crf_step
-from spanqa.models.crf import (
-    FORBIDDEN_SCORE,
-    TAG_B,
-    TAG_I,
-    TAG_O,
-    ContextWindows,
-    SpanBertCrfConfig,
-    SpanBertCrfForQuestionAnswering,
-    bio_spans,
-    bio_tags_from_positions,
-    span_log_odds,
-)
+from spanqa.models.crf import FORBIDDEN_SCORE, SpanBertCrfConfig, SpanBertCrfForQuestionAnswering, span_log_odds
+from spanqa.models.tagging import TAG_B, TAG_I, TAG_O, ContextWindows, bio_spans, bio_tags_from_positions
 
 O, B, I = TAG_O, TAG_B, TAG_I  # noqa: E741 (the tag names of the BIO scheme)
 

@@ -11,8 +11,9 @@ from torchcrf import CRF
 
 from spanqa.config import ModelConfig
 from spanqa.errors import ConfigError
-from spanqa.models.crf import FORBIDDEN_SCORE, TAG_B, TAG_I, TAG_O, SpanBertCrfConfig
+from spanqa.models.crf import FORBIDDEN_SCORE, SpanBertCrfConfig
 from spanqa.models.crf_likelihood import CrfParams, log_likelihood, log_partition, path_score
+from spanqa.models.tagging import TAG_B, TAG_I, TAG_O
 
 
 def random_crf(seed: int) -> CRF:

@@ -19,7 +19,7 @@ def test_the_schema_allows_exactly_the_registered_heads_and_crf_algorithms() -> 
 
     assert set(HEAD_NAMES) == set(HEADS) and BASELINE in HEADS
     assert set(CRF_FORWARD_ALGORITHMS) == set(FORWARD_ALGORITHMS)
-    with pytest.raises(ConfigError, match=r"^model\.head='pointer' is invalid: allowed values are span, crf$"):
+    with pytest.raises(ConfigError, match=r"^model\.head='pointer' is invalid: allowed values are span, crf, bio$"):
         get_head("pointer")
 
 
@@ -30,7 +30,7 @@ def test_each_heads_model_returns_the_outputs_it_declares(demo_dir: Path, tokeni
     context = torch.tensor([[int(s == 1) for s in enc.sequence_ids(0)]])
     for name, spec in HEADS.items():
         model = load_model(ModelConfig(name_or_path=str(demo_dir / "tiny-bert"), head=name), max_answer_length=5)
-        out = model.eval()(**enc, context_mask=context) if name == "crf" else model.eval()(**enc)
+        out = model.eval()(**enc, context_mask=context) if name != "span" else model.eval()(**enc)
         shapes = [tuple(getattr(out, field).shape) for field in spec.outputs]
         assert all(s[0] == 1 for s in shapes), name
         assert spec.per_token == (shapes[0][1:] == (enc["input_ids"].shape[1],)), name

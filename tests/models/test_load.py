@@ -199,5 +199,5 @@ def test_a_saved_crf_model_decodes_with_the_configured_settings(tmp_path: Path, 
     SpanBertCrfForQuestionAnswering.from_encoder(str(demo_dir / "tiny-bert"), max_answer_length=5).save_pretrained(
         saved
     )
-    model = load_model(ModelConfig(name_or_path=str(saved), head="crf", crf_num_candidates=3), max_answer_length=7)
+    model = load_model(ModelConfig(name_or_path=str(saved), head="crf", num_candidates=3), max_answer_length=7)
     assert (model.config.max_answer_length, model.config.num_candidates) == (7, 3)

@@ -81,7 +81,7 @@ class _WidthLog:
         return batch
 
 
-@pytest.mark.parametrize("model", ["spanbert", "spanbert_crf"])
+@pytest.mark.parametrize("model", ["spanbert", "spanbert_crf", "spanbert_bio"])
 def test_a_compiled_model_is_traced_once_per_pad_width_and_mode(tmp_path: Path, demo_dir: Path, model: str) -> None:
     """torch._dynamo's own counters over a real (tiny) training run and evaluation: one graph per (train/eval,
     width) seen, no recompilation beyond that, no graph break. (The eager backend traces as inductor does,

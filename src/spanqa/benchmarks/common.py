@@ -8,6 +8,7 @@ import os
 from transformers import BertConfig, BertForQuestionAnswering, PreTrainedModel
 
 from spanqa.models.crf import SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
+from spanqa.models.tagging import SpanBertBioConfig, SpanBertBioForQuestionAnswering
 
 # BERT-base is SpanBERT-base's shape; tiny keeps CPU smoke runs (and CI) to seconds.
 SIZES = {
@@ -22,10 +23,15 @@ def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def random_model(crf: bool, size: str, attn: str = "sdpa", forward_algorithm: str = "parallel") -> PreTrainedModel:
-    """A randomly initialised start/end or CRF QA model of a benchmark size: weights do not change speed, and
-    nothing is downloaded."""
+def random_model(head: str, size: str, attn: str = "sdpa", forward_algorithm: str = "parallel") -> PreTrainedModel:
+    """A randomly initialised QA model of a head (span, crf, bio) and a benchmark size: weights do not change speed,
+    and nothing is downloaded."""
     encoder = BertConfig(vocab_size=VOCAB_SIZE, **SIZES[size])
-    config = SpanBertCrfConfig(encoder=encoder.to_dict(), forward_algorithm=forward_algorithm) if crf else encoder
-    config._attn_implementation = attn  # the CRF model hands it on to its encoder
-    return (SpanBertCrfForQuestionAnswering if crf else BertForQuestionAnswering)(config)
+    config: BertConfig | SpanBertCrfConfig | SpanBertBioConfig = encoder
+    if head == "crf":
+        config = SpanBertCrfConfig(encoder=encoder.to_dict(), forward_algorithm=forward_algorithm)
+    elif head == "bio":
+        config = SpanBertBioConfig(encoder=encoder.to_dict())
+    config._attn_implementation = attn  # a BIO model hands it on to its encoder
+    model_cls = {"crf": SpanBertCrfForQuestionAnswering, "bio": SpanBertBioForQuestionAnswering}
+    return model_cls.get(head, BertForQuestionAnswering)(config)

@@ -29,13 +29,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import BertConfig, BertForQuestionAnswering
 
 from spanqa.benchmarks.common import SIZES, VOCAB_SIZE, loadavg
-from spanqa.models.crf import (
-    FORWARD_ALGORITHMS,
-    ContextWindows,
-    SpanBertCrfConfig,
-    SpanBertCrfForQuestionAnswering,
-    bio_tags_from_positions,
-)
+from spanqa.models.crf import FORWARD_ALGORITHMS, SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
+from spanqa.models.tagging import ContextWindows, bio_tags_from_positions
 
 QUESTION_TOKENS = 15
 CONTEXT_SHARE = (100 / 384, 330 / 384)  # context tokens per window, as a share of the window length
@@ -159,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
     def with_algorithm(algorithm: str, fn: Callable[[], None]) -> Callable[[], None]:
         """fn with the CRF loss computed by `algorithm`: one model (same weights) serves both variants, and
-        crf_loss reads the algorithm from its config at every call."""
+        tagging_loss reads the algorithm from its config at every call."""
 
         def run() -> None:
             crf.config.forward_algorithm = algorithm
@@ -168,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         return run
 
     def head_step() -> None:
-        crf.crf_loss(crf.emission_scores(hidden), windows, tags).backward()
+        crf.tagging_loss(crf.emission_scores(hidden), windows, tags).backward()
         crf_opt.zero_grad(set_to_none=True)  # the head's gradients must not leak into the next CRF step
 
     def head_decode() -> None:

@@ -73,7 +73,7 @@ def make_batch(lengths: np.ndarray, multiple: int, rng: np.random.Generator) -> 
 
 
 def build_model(head: str, args: argparse.Namespace, device: torch.device) -> PreTrainedModel:
-    return random_model(head == "crf", args.size, args.attn, args.crf_forward_algorithm).to(device)
+    return random_model("crf" if head == "crf" else "span", args.size, args.attn, args.crf_forward_algorithm).to(device)
 
 
 def optimizer_for(model: torch.nn.Module, fused: bool) -> torch.optim.AdamW:

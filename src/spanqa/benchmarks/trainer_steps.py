@@ -130,7 +130,7 @@ def measure(head: str, mode: str, args: argparse.Namespace, train: Dataset, dev:
     with tempfile.TemporaryDirectory() as tmp:
         targs = training_arguments(cfg, Path(tmp), report_to=[])
         targs = replace(targs, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
-        model = random_model(head == "crf", args.size)
+        model = random_model(head, args.size)
         clock = StepClock()
         data = QAData(train, dev, None)
         trainer = build_trainer(cfg, targs, model, _NoTokenizer(), data, Path(tmp), callbacks=[clock])

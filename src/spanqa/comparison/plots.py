@@ -90,10 +90,71 @@ def plot_loss_curves(train_loss: Curves, eval_loss: Curves, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_f1_curves(f1: Curves, exact: Curves, path: Path) -> Path:
+def _marks(ax: Axes, curves: Curves, best_epochs: Mapping[str, Sequence[float]], baseline: float | None) -> None:
+    """Each group's best epochs (the checkpoints reported) as stars on its runs' curves, and the all-"" baseline."""
+    for i, (label, runs) in enumerate(curves.items()):
+        points = [(e, run[e]) for run, e in zip(runs, best_epochs.get(label, []), strict=False) if e in run]
+        if points:
+            ax.scatter(*zip(*points, strict=True), marker="*", s=140, color=COLORS[i % len(COLORS)], zorder=3,
+                       edgecolors="black", linewidths=0.5)  # fmt: skip
+    if baseline is not None:
+        ax.axhline(baseline, color="0.4", linestyle=":", linewidth=1.2, label='all-"" baseline')
+        ax.legend(fontsize=8)
+
+
+def plot_f1_curves(
+    f1: Curves,
+    exact: Curves,
+    path: Path,
+    best_epochs: Mapping[str, Sequence[float]] | None = None,
+    baseline: float | None = None,
+) -> Path:
+    """F1 and EM per epoch; stars: each run's best epoch (its reported checkpoint); dotted: answering "" to all."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     _draw(left, f1, "Eval F1 per epoch (mean over seeds, band = min–max)", "epoch", "F1 (%)", True)
     _draw(right, exact, "Eval exact match per epoch (mean over seeds, band = min–max)", "epoch", "EM (%)", True)
+    _marks(left, f1, best_epochs or {}, baseline)
+    _marks(right, exact, best_epochs or {}, baseline)
+    fig.text(0.5, 0.005, 'Stars: the best epoch of each run (the checkpoint reported). Dotted: the all-"" baseline.',
+             ha="center", fontsize=8, color="0.35")  # fmt: skip
+    return _save(fig, path)
+
+
+def plot_threshold_curves(
+    curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    applied: Mapping[str, Sequence[float]],
+    path: Path,
+) -> Path:
+    """F1 and EM against the null threshold (answer "" when the no-answer probability exceeds it), re-scored from
+    each run's saved best spans and no-answer probabilities: mean over seeds, band = min–max, and a marker at
+    the threshold each group's runs applied (their mean)."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for ax, column, name in ((axes[0], 1, "F1"), (axes[1], 2, "EM")):
+        drawn = False
+        for i, (label, runs) in enumerate(curves.items()):
+            if not runs:
+                continue
+            grid = runs[0][0]
+            ys = np.array([r[column] for r in runs])
+            color = COLORS[i % len(COLORS)]
+            ax.plot(grid, ys.mean(axis=0), color=color, label=textwrap.fill(f"{label} (n={len(runs)})", 45))
+            if len(runs) > 1:
+                ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), color=color, alpha=0.2, linewidth=0)
+            used = [t for t in applied.get(label, []) if t == t]
+            if used:
+                t = float(np.mean(used))
+                ax.scatter([t], [float(np.interp(t, grid, ys.mean(axis=0)))], color=color, marker="D", s=50,
+                           zorder=3, edgecolors="black", linewidths=0.5)  # fmt: skip
+            drawn = True
+        ax.set(title=f"{name} against the null threshold", xlabel="null threshold (no-answer probability)",
+               ylabel=f"{name} (%)", xlim=(0, 1))  # fmt: skip
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no per-question best spans saved", ha="center", va="center", transform=ax.transAxes)
+    fig.text(0.5, 0.005, "Diamonds: the threshold each group applied. Left of it more questions get \"\".",
+             ha="center", fontsize=8, color="0.35")  # fmt: skip
     return _save(fig, path)
 
 
@@ -110,9 +171,14 @@ def plot_grad_norms(norms: Curves, max_norms: Mapping[str, float], path: Path) -
 
 
 def plot_metric_bars(
-    stats: Mapping[str, Mapping[str, tuple[float, float]]], metrics: Sequence[str], path: Path
+    stats: Mapping[str, Mapping[str, tuple[float, float]]],
+    metrics: Sequence[str],
+    path: Path,
+    per_seed: Mapping[str, Sequence[Mapping[str, float]]] | None = None,
 ) -> Path:
-    """`stats`: group label → metric → (mean, std); error bars are ± std over seeds (none for one seed)."""
+    """`stats`: group label → metric → (mean, std); error bars are ± std over seeds (none for one seed), and the
+    seeds' own scores (`per_seed`: group label → one {metric: score} per run) as points on their bar. The axis is
+    0–100 whatever the gap: a 0.25-point difference is drawn as what it is."""
     fig, ax = plt.subplots(figsize=(max(8.0, 2.2 * len(metrics) + 0.6 * len(stats)), 5))
     width = 0.8 / max(1, len(stats))
     x = np.arange(len(metrics))
@@ -124,8 +190,13 @@ def plot_metric_bars(
             pos, means, width, yerr=stds, capsize=4, color=COLORS[i % len(COLORS)], label=textwrap.fill(label, 45)
         )
         ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], padding=3, fontsize=8)
+        for run in (per_seed or {}).get(label, []):
+            ax.scatter(pos, [run.get(m, np.nan) for m in metrics], color="black", s=10, zorder=3)
     ax.set_xticks(x, [METRIC_NAMES.get(m, m) for m in metrics])
-    title = "SQuAD v2 eval metrics per group (bars: mean over seeds, error bars: ± sample std)"
+    title = "SQuAD v2 eval metrics per group (bars: mean over seeds, error bars: ± sample std, dots: seeds)"
+    lone = [label for label, runs in (per_seed or {}).items() if len(runs) == 1]
+    if lone:
+        title += f"\nn = 1 (no spread to show) for {', '.join(lone)}"
     ax.set(ylabel="score (%)", ylim=(0, 112), title=title)
     ax.grid(axis="y", alpha=0.3)
     # Below the axes: bars reach 100 and long group labels would hide them.

@@ -13,6 +13,7 @@ from typing import Any
 
 from spanqa.comparison import stats
 from spanqa.comparison.runs import Comparison, Group, fmt_value
+from spanqa.comparison.studies import Study, study_markdown
 
 SUMMARY_HEADERS = ["group", "n seeds", "EM", "F1", "HasAns F1", "NoAns F1", "best F1", "best F1 thresh"]
 SUMMARY_HEADERS += ["null thresh (policy)", "train time (s)", "steps/s", "params"]
@@ -126,11 +127,12 @@ def render_errors(groups: list[Group]) -> str:
 def render_report(
     groups: list[Group],
     table: list[dict[str, Any]],
-    comparison: Comparison | None,
+    comparisons: list[Comparison],
     warnings: list[str],
     skipped: list[str],
     figures: list[Path],
     command: str,
+    studies: list[Study] | None = None,
 ) -> str:
     """report.md: runs, summary (`table` from compare.summary_table), verdict, error analysis, figure links."""
     runs = [r for g in groups for r in g.runs]
@@ -148,7 +150,26 @@ def render_report(
     out += ["## Runs", "", markdown_table(["group", "seed", "run", "overrides"], rows), ""]
     out += [f"- skipped: {s}" for s in skipped] + ([""] if skipped else [])
     out += ["## Summary", "", SUMMARY_NOTE, ""]
-    out += [render_summary(table), "", "## Does the candidate help?", ""]
-    out += [render_comparison(comparison), ""]
+    out += [render_summary(table), ""]
+    for study in studies or []:
+        best = study.best
+        out += [f"## Optuna study `{study.name}` ({study.storage})", ""]
+        out += [
+            f"{len(study.trials)} trials; best: trial {best.number}, value {best.value:.2f}"
+            + (f" (`{Path(best.run.path).name}`)" if best.run else "")
+            + ". The comparison below pairs each study's best trial, not two arbitrary trials."
+            if best is not None and best.value is not None
+            else f"{len(study.trials)} trials, none complete.",
+            "",
+            study_markdown(study),
+            "",
+        ]
+    out += ["## Does the candidate help?", ""]
+    for c in comparisons:
+        if len(comparisons) > 1:
+            out += [f"### {c.candidate.label} − {c.baseline.label}", ""]
+        out += [render_comparison(c), ""]
+    if not comparisons:
+        out += [render_comparison(None), ""]
     out += ["## Error analysis", "", render_errors(groups), "", "## Figures", ""]
     return "\n".join(out + [f"![{f.stem}]({f.name})" for f in figures]) + "\n"

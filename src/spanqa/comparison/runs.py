@@ -16,7 +16,7 @@ from spanqa.config import flatten, is_operational
 from spanqa.env import wandb_key_configured, wandb_server_reachable
 from spanqa.errors import DataError
 from spanqa.models.heads import BASELINE
-from spanqa.rundir.layout import PER_QUESTION, find_run_dirs, is_finished
+from spanqa.rundir.layout import CONTEXTS, PER_QUESTION, find_run_dirs, is_finished
 from spanqa.rundir.record import NullThreshold, QuestionSet, RunRecord
 
 # Beyond the operational settings (`config.OPERATIONAL_KEYS`), keys that never split groups: seeds are the
@@ -32,6 +32,7 @@ class Run:
     path: str
     record: RunRecord
     per_question: dict[str, dict[str, Any]] | None = None
+    contexts: dict[str, Any] | None = None  # contexts.json: {"contexts": [...], "of": {id: index}}
     config: dict[str, Any] = field(init=False)  # flattened: "optimizer.lr" → 3e-05
 
     def __post_init__(self) -> None:
@@ -103,9 +104,11 @@ def discover_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def load_run(run_dir: Path) -> Run:
-    """A finished run dir: its run record, and its per-question scores when it has them."""
-    pq_file = run_dir / PER_QUESTION
-    return Run(str(run_dir), RunRecord.read(run_dir), _read_json(pq_file) if pq_file.is_file() else None)
+    """A finished run dir: its run record, and its per-question scores and contexts when it has them."""
+    pq_file, contexts_file = run_dir / PER_QUESTION, run_dir / CONTEXTS
+    per_question = _read_json(pq_file) if pq_file.is_file() else None
+    contexts = _read_json(contexts_file) if contexts_file.is_file() else None
+    return Run(str(run_dir), RunRecord.read(run_dir), per_question, contexts)
 
 
 def load_wandb_runs(spec: str) -> list[Run]:
@@ -259,9 +262,11 @@ def compare_groups(
     return Comparison(baseline, candidate, boot, seeds, None, same)
 
 
-def choose_pair(groups: list[Group], baseline: str | None, candidate: str | None) -> tuple[Group, Group] | None:
-    """--baseline/--candidate labels; by default another head − the start/end head (same swept values if possible),
-    else the first two groups."""
+def choose_pairs(groups: list[Group], baseline: str | None, candidate: str | None) -> list[tuple[Group, Group]]:
+    """(baseline, candidate) pairs to compare. --baseline/--candidate: that one pair. By default every other head
+    against the start/end head (matching swept values where possible), and the CRF head against the tagging-only
+    head when both ran: the one pair that differs in the CRF's transitions alone. Without a start/end group, the
+    first two groups."""
     by_label = {g.label: g for g in groups}
     for label in (baseline, candidate):
         if label is not None and label not in by_label:
@@ -269,7 +274,7 @@ def choose_pair(groups: list[Group], baseline: str | None, candidate: str | None
     if baseline and baseline == candidate:
         raise DataError(f"--baseline and --candidate are the same group ({baseline!r})")
     if baseline and candidate:
-        return by_label[baseline], by_label[candidate]
+        return [(by_label[baseline], by_label[candidate])]
     if baseline or candidate:
         rest = [g for g in groups if g.label not in (baseline, candidate)]
         b = by_label[baseline] if baseline else next((g for g in rest if g.head == BASELINE), rest[0] if rest else None)
@@ -278,12 +283,24 @@ def choose_pair(groups: list[Group], baseline: str | None, candidate: str | None
             if candidate
             else next((g for g in rest if g.head != BASELINE), rest[0] if rest else None)
         )
-        return (b, c) if b and c else None
+        return [(b, c)] if b and c else []
     plain, others = [g for g in groups if g.head == BASELINE], [g for g in groups if g.head != BASELINE]
-    if plain and others:
-        c = others[0]
-        return next((p for p in plain if p.suffix == c.suffix), plain[0]), c
-    return (groups[0], groups[1]) if len(groups) > 1 else None
+    if not (plain and others):
+        return [(groups[0], groups[1])] if len(groups) > 1 else []
+
+    def matching(group: Group, candidates: list[Group]) -> Group:
+        return next((g for g in candidates if g.suffix == group.suffix), candidates[0])
+
+    pairs = [(matching(c, plain), c) for c in others]
+    tagging_only = [g for g in groups if g.head == "bio"]
+    pairs += [(matching(c, tagging_only), c) for c in groups if c.head == "crf" and tagging_only]
+    return pairs
+
+
+def choose_pair(groups: list[Group], baseline: str | None, candidate: str | None) -> tuple[Group, Group] | None:
+    """The first of `choose_pairs`: the pair a single comparison reports."""
+    pairs = choose_pairs(groups, baseline, candidate)
+    return pairs[0] if pairs else None
 
 
 def fairness_warnings(runs: list[Run]) -> list[str]:

@@ -178,6 +178,29 @@ def error_breakdown(tables: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[s
     }
 
 
+def threshold_curve(per_question: Mapping[str, Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """F1 and EM (%) of one run at every null threshold on a grid of 0..1 (step 0.005), re-scored from its saved best
+    spans and no-answer probabilities exactly as the official script scores a threshold; None for per-question
+    records from before best spans were saved."""
+    from spanqa.eval.squad_v2 import compute_exact, compute_f1, gold_texts
+
+    rows = list(per_question.values())
+    if not rows or "best_span" not in rows[0]:
+        return None
+    na = np.array([r["na_prob"] for r in rows])
+    raw_f1, raw_em, empty = [], [], []
+    for r in rows:
+        gold = gold_texts(r["gold"])
+        raw_f1.append(max(compute_f1(g, r["best_span"]) for g in gold))
+        raw_em.append(max(compute_exact(g, r["best_span"]) for g in gold))
+        empty.append(max(compute_f1(g, "") for g in gold))  # "": 1 on an unanswerable question, 0 on the others
+    grid = np.linspace(0.0, 1.0, 201)
+    answered = na[None, :] <= grid[:, None]
+    f1 = 100 * np.where(answered, np.array(raw_f1)[None, :], np.array(empty)[None, :]).mean(axis=1)
+    em = 100 * np.where(answered, np.array(raw_em)[None, :], np.array(empty)[None, :]).mean(axis=1)
+    return grid, f1, em
+
+
 def summarize(records: Sequence[RunRecord]) -> dict[str, Any]:
     """One group's row from its runs' records: (mean, std) of the SUMMARY_METRICS, means of the rest."""
     metrics = [r.metrics for r in records]

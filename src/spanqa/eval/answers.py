@@ -76,6 +76,7 @@ class Predictions:
     score_diff: dict[str, float]  # null - best span score (the SQuAD 2 reference's null odds)
     na_prob: dict[str, float]  # sigmoid(score_diff)
     nbest_source: dict[str, list[dict]] | NBestArrays = field(repr=False)
+    best_start: dict[str, int] = field(default_factory=dict)  # char offset of best_span in its context
 
     def thresholded(self, threshold: float) -> dict[str, str]:
         """Every question's answer under `threshold`."""
@@ -203,6 +204,7 @@ def select_answers(
         best_span=dict(zip(example_ids, texts, strict=True)),
         score_diff=dict(zip(example_ids, score_diff.tolist(), strict=True)),
         na_prob=dict(zip(example_ids, probs, strict=True)),
+        best_start=dict(zip(example_ids, char_start.tolist(), strict=True)),
         nbest_source=NBestArrays(
             example_ids=example_ids,
             contexts=contexts,

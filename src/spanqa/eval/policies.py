@@ -52,7 +52,8 @@ def score(preds: Predictions, es: EvalSet, threshold: float, policy: str, held_o
 
 
 def answer_rows(outcome: Outcome, es: EvalSet) -> dict[str, dict[str, Any]]:
-    """{id: {question, gold, prediction, na_prob, exact, f1}}: each question's answer and scores."""
+    """{id: {question, gold, prediction, start, na_prob, exact, f1}}: each question's answer (start: its char offset
+    in the context, None for "") and scores."""
     answers = outcome.answers()
     p, r = outcome.predictions, outcome.result
     return {
@@ -60,6 +61,8 @@ def answer_rows(outcome: Outcome, es: EvalSet) -> dict[str, dict[str, Any]]:
             "question": question,
             "gold": es.gold[qid],
             "prediction": answers[qid],
+            "best_span": p.best_span[qid],  # before the threshold: what a threshold sweep re-scores
+            "start": p.best_start.get(qid) if answers[qid] else None,
             "na_prob": p.na_prob[qid],
             "exact": r.exact_by_qid[qid],
             "f1": r.f1_by_qid[qid],
@@ -68,10 +71,17 @@ def answer_rows(outcome: Outcome, es: EvalSet) -> dict[str, dict[str, Any]]:
     }
 
 
+def contexts_of(es: EvalSet) -> dict[str, Any]:
+    """{"contexts": each distinct context once, "of": {id: its context's index}}: what the answer explorer shows."""
+    index: dict[str, int] = {}
+    of = {qid: index.setdefault(context, len(index)) for qid, context in zip(es.ids, es.contexts, strict=True)}
+    return {"contexts": list(index), "of": of}
+
+
 def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = True) -> list[Path]:
     """predictions.json (official format, thresholded), best_spans.json (each question's best non-null span, before
-    the threshold), null_odds.json, na_probs.json, [nbest_predictions.json], eval_results.json, per_question.json
-    (question, gold, prediction, EM/F1: for paired tests and error analysis).
+    the threshold), null_odds.json, na_probs.json, eval_results.json, per_question.json (question, gold, prediction,
+    EM/F1: for paired tests and error analysis) and, with `nbest`, nbest_predictions.json and contexts.json.
 
     The official script scores best_spans.json with na_probs.json exactly as the evaluation did: every figure of
     eval_results.json, the best-threshold ones included (`--na-prob-thresh` the threshold applied). Scoring the
@@ -90,6 +100,7 @@ def write_artifacts(outcome: Outcome, es: EvalSet, out_dir: Path, nbest: bool = 
         },
         "per_question.json": answer_rows(outcome, es),
     }
-    if nbest:
+    if nbest:  # the final evaluation: also the n-best lists and the contexts, for error analysis and the explorer
         files["nbest_predictions.json"] = p.nbest
+        files["contexts.json"] = contexts_of(es)
     return [write_json(out_dir / name, blob) for name, blob in files.items()]

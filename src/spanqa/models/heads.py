@@ -1,9 +1,10 @@
 """The answer heads, in one registry: for each, how its model is loaded, which outputs it returns, and how those
 become per-window candidate spans. Adding a head means adding one `Head` here and its name to `config.HEAD_NAMES`.
 
-Both heads hand post-processing (`spanqa.eval.answers.select_answers`) the same `WindowCandidates`: up to K spans
+Every head hands post-processing (`spanqa.eval.answers.select_answers`) the same `WindowCandidates`: up to K spans
 per window with scores, and the window's null (no-answer) score on the same scale. The start/end head's outputs
-are logits per token, decoded by `span_decoding`; the CRF head decodes inside its model and returns the candidates.
+are logits per token, decoded by `span_decoding`; the BIO heads (CRF, tagging-only) decode inside their model and
+return the candidates.
 This module imports nothing heavy (post-processing uses it without torch): loaders import the models when called.
 """
 
@@ -63,17 +64,17 @@ def _span_candidates(
     )
 
 
-# ---------------------------------------------------------------------------------------------------- CRF
-def _load_crf(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
-    from spanqa.models.load import load_crf_model
+# ---------------------------------------------------------------------------------------------------- BIO heads
+def _load_tagging(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
+    from spanqa.models.load import load_tagging_model
 
-    return load_crf_model(cfg, max_answer_length)
+    return load_tagging_model(cfg, max_answer_length)
 
 
-def _crf_candidates(
+def _tagging_candidates(
     outputs: tuple[np.ndarray, ...], es: EvalSet, n_best: int, max_answer_length: int
 ) -> WindowCandidates:
-    """Already decoded by the model, filtered to spans in the context of at most max_answer_length tokens."""
+    """Already decoded by the model (the BIO heads), spans in the context of at most max_answer_length tokens."""
     start, end, score, null = (np.asarray(p) for p in outputs[:4])
     return WindowCandidates(start=start.astype(np.int64), end=end.astype(np.int64), score=score, null=null)
 
@@ -92,8 +93,16 @@ HEADS: dict[str, Head] = {
         outputs=("span_start", "span_end", "span_score", "null_score"),
         per_token=False,
         checkpoint_type="spanbert_crf",
-        load=_load_crf,
-        candidates=_crf_candidates,
+        load=_load_tagging,
+        candidates=_tagging_candidates,
+    ),
+    "bio": Head(
+        name="bio",
+        outputs=("span_start", "span_end", "span_score", "null_score"),
+        per_token=False,
+        checkpoint_type="spanbert_bio",
+        load=_load_tagging,
+        candidates=_tagging_candidates,
     ),
 }
 BASELINE = "span"  # the head comparisons measure the others against

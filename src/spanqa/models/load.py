@@ -177,33 +177,41 @@ def load_span_model(cfg: ModelConfig) -> PreTrainedModel:
     return model
 
 
-@_loading
-def load_crf_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
-    """The CRF head: a saved CRF model, decoding as configured now, or a new CRF head on the encoder of
-    `name_or_path` (the same initial weights as the start/end model, for a fair comparison)."""
-    from spanqa.models.crf import SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
+def _tagging_model(head: str) -> type:
+    """The model class of a BIO head: the CRF head's or the tagging-only one's."""
+    from spanqa.models.crf import SpanBertCrfForQuestionAnswering
+    from spanqa.models.tagging import SpanBertBioForQuestionAnswering
 
-    crf = {
-        "max_answer_length": max_answer_length,
-        "num_candidates": cfg.crf_num_candidates,
-        "forward_algorithm": cfg.crf_forward_algorithm,
-    }
-    if saved_model_type(cfg.name_or_path) == SpanBertCrfConfig.model_type:
-        return SpanBertCrfForQuestionAnswering.from_pretrained(
-            cfg.name_or_path, attn_implementation=cfg.attn_implementation, dtype=torch.float32, **crf
+    return {"crf": SpanBertCrfForQuestionAnswering, "bio": SpanBertBioForQuestionAnswering}[head]
+
+
+def _tagging_settings(cfg: ModelConfig, max_answer_length: int) -> dict[str, Any]:
+    settings: dict[str, Any] = {"max_answer_length": max_answer_length, "num_candidates": cfg.num_candidates}
+    return settings | ({"forward_algorithm": cfg.crf_forward_algorithm} if cfg.head == "crf" else {})
+
+
+@_loading
+def load_tagging_model(cfg: ModelConfig, max_answer_length: int) -> PreTrainedModel:
+    """A BIO head (`model.head` crf or bio): a saved model of that head, decoding as configured now, or a new head
+    on the encoder of `name_or_path` (the same initial weights as the start/end model, for a fair comparison)."""
+    model_cls = _tagging_model(cfg.head)
+    settings = _tagging_settings(cfg, max_answer_length)
+    if saved_model_type(cfg.name_or_path) == model_cls.config_class.model_type:
+        return model_cls.from_pretrained(
+            cfg.name_or_path, attn_implementation=cfg.attn_implementation, dtype=torch.float32, **settings
         )
     config = load_config(cfg)
     if not isinstance(config, BertConfig):
         raise ModelLoadError(
-            f"model.name_or_path={cfg.name_or_path!r} is a {config.model_type} checkpoint: the CRF head wraps a BERT "
-            "encoder (model.architecture=bert)"
+            f"model.name_or_path={cfg.name_or_path!r} is a {config.model_type} checkpoint: the {cfg.head} head wraps "
+            "a BERT encoder (model.architecture=bert)"
         )
-    model, info = SpanBertCrfForQuestionAnswering.from_encoder(
+    model, info = model_cls.from_encoder(
         cfg.name_or_path,
         config=config,
         attn_implementation=cfg.attn_implementation,
         output_loading_info=True,
-        **crf,
+        **settings,
     )
     _check_loaded(cfg.name_or_path, info, new_head=())
     return model
@@ -214,14 +222,15 @@ def planned_model(cfg: ModelConfig) -> PreTrainedModel:
     """The model of `cfg` as its config.json describes it, built on the meta device: no memory used, no weights read.
     Whatever its shape decides (parameters for the disk space its checkpoints need, positions for the window,
     embedding rows for the tokenizer) is checked on it before preprocessing and before any weights load."""
-    from spanqa.models.crf import SpanBertCrfConfig, SpanBertCrfForQuestionAnswering
-
+    tagging = cfg.head in ("crf", "bio")
     with torch.device("meta"):
-        if saved_model_type(cfg.name_or_path) == SpanBertCrfConfig.model_type:
-            return SpanBertCrfForQuestionAnswering(SpanBertCrfConfig.from_pretrained(cfg.name_or_path))
+        if tagging and saved_model_type(cfg.name_or_path) == _tagging_model(cfg.head).config_class.model_type:
+            model_cls = _tagging_model(cfg.head)
+            return model_cls(model_cls.config_class.from_pretrained(cfg.name_or_path))
         config = load_config(cfg)
-        if cfg.head == "crf" and isinstance(config, BertConfig):
-            return SpanBertCrfForQuestionAnswering(SpanBertCrfConfig(encoder=config.to_dict()))
+        if tagging and isinstance(config, BertConfig):
+            model_cls = _tagging_model(cfg.head)
+            return model_cls(model_cls.config_class(encoder=config.to_dict()))
         return AutoModelForQuestionAnswering.from_config(config)
 
 

@@ -32,6 +32,7 @@ METRICS = (
 HEADS = {
     "span": "a start/end span head (`BertForQuestionAnswering`)",
     "crf": "BIO emissions and a linear-chain CRF over the context tokens (spanqa's `SpanBertCrfForQuestionAnswering`)",
+    "bio": "BIO emissions with a softmax per context token (spanqa's `SpanBertBioForQuestionAnswering`)",
 }
 
 
@@ -100,8 +101,9 @@ def _body(record: RunRecord, init: str, head: str, c: dict) -> str:
         "transformers 5 has no question-answering pipeline: decode start/end logits over the windows yourself, or use "
         "spanqa, which windows and decodes as this model was evaluated:"
         if head == "span"
-        else "The CRF head is spanqa's own model type: load it with spanqa (importing `spanqa.models.crf` registers it "
-        "with the Auto classes), which also windows and decodes as this model was evaluated:"
+        else f"The {head} head is spanqa's own model type: load it with spanqa (importing `spanqa.models.crf` or "
+        "`spanqa.models.tagging` registers it with the Auto classes), which also windows and decodes as this model "
+        "was evaluated:"
     )
     return f"""# {record.run_name}
 

@@ -30,6 +30,7 @@ CHECKPOINTS_DIR = "checkpoints"
 SKIPPED = "skipped_rows.json"
 TRIMMED = "trimmed_answers.json"
 PER_QUESTION = "per_question.json"
+CONTEXTS = "contexts.json"
 SUPERSEDED = "superseded"
 LOCK = ".lock"
 
