@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The spanbert_vs_crf sweep at demo scale (both heads x 3 seeds, generated data, tiny BERT, CPU, W&B offline),
-# then its comparison report. About half an hour on 2 CPU cores. The report lands in $OUT/compare/ and, when
+# The spanbert_vs_crf sweep at demo scale (the three heads x 3 seeds, generated data, tiny BERT, CPU, W&B offline),
+# then its comparison report. 984 s on 2 CPU cores (2026-12-02). The report lands in $OUT/compare/ and, when
 # KEEP=1, is copied to experiments/spanbert_vs_crf/demo_scale_report/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

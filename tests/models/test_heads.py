@@ -21,6 +21,13 @@ def test_the_schema_allows_exactly_the_registered_heads_and_crf_algorithms() -> 
     assert set(CRF_FORWARD_ALGORITHMS) == set(FORWARD_ALGORITHMS)
     with pytest.raises(ConfigError, match=r"^model\.head='pointer' is invalid: allowed values are span, crf, bio$"):
         get_head("pointer")
+    from spanqa.models.crf import SpanBertCrfConfig
+    from spanqa.models.tagging import SpanBertBioConfig
+
+    assert (HEADS["crf"].checkpoint_type, HEADS["bio"].checkpoint_type) == (
+        SpanBertCrfConfig.model_type,
+        SpanBertBioConfig.model_type,
+    )
 
 
 def test_each_heads_model_returns_the_outputs_it_declares(demo_dir: Path, tokenizer) -> None:

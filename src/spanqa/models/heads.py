@@ -79,6 +79,18 @@ def _tagging_candidates(
     return WindowCandidates(start=start.astype(np.int64), end=end.astype(np.int64), score=score, null=null)
 
 
+def _bio_head(name: str) -> Head:
+    """A BIO head (crf, bio): decoded inside its model, saved under its own model type spanbert_<name>."""
+    return Head(
+        name=name,
+        outputs=("span_start", "span_end", "span_score", "null_score"),
+        per_token=False,
+        checkpoint_type=f"spanbert_{name}",
+        load=_load_tagging,
+        candidates=_tagging_candidates,
+    )
+
+
 HEADS: dict[str, Head] = {
     "span": Head(
         name="span",
@@ -88,22 +100,7 @@ HEADS: dict[str, Head] = {
         load=_load_span,
         candidates=_span_candidates,
     ),
-    "crf": Head(
-        name="crf",
-        outputs=("span_start", "span_end", "span_score", "null_score"),
-        per_token=False,
-        checkpoint_type="spanbert_crf",
-        load=_load_tagging,
-        candidates=_tagging_candidates,
-    ),
-    "bio": Head(
-        name="bio",
-        outputs=("span_start", "span_end", "span_score", "null_score"),
-        per_token=False,
-        checkpoint_type="spanbert_bio",
-        load=_load_tagging,
-        candidates=_tagging_candidates,
-    ),
+    **{name: _bio_head(name) for name in ("crf", "bio")},
 }
 BASELINE = "span"  # the head comparisons measure the others against
 
