@@ -15,7 +15,8 @@ VARIABLES := model experiment launcher ARGS RUNS RUN REPO FILE OUT QUESTION CONT
 GIVEN := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
 UNKNOWN := $(firstword $(filter-out $(VARIABLES),$(GIVEN)))
 ifneq ($(UNKNOWN),)
-CLOSEST := $(filter $(shell echo '$(UNKNOWN)' | tr A-Z a-z) $(shell echo '$(UNKNOWN)' | tr a-z A-Z),$(VARIABLES))
+# predict and push take a finished run, not a config group: MODEL= there means RUN=.
+CLOSEST := $(if $(and $(filter MODEL,$(UNKNOWN)),$(filter predict push,$(MAKECMDGOALS))),RUN,$(filter $(shell echo '$(UNKNOWN)' | tr A-Z a-z) $(shell echo '$(UNKNOWN)' | tr a-z A-Z),$(VARIABLES)))
 $(error $(UNKNOWN)= is not a variable of this Makefile$(if $(CLOSEST), (did you mean $(CLOSEST)=?)): its variables are model experiment launcher (Hydra config groups) and ARGS RUNS RUN REPO FILE OUT QUESTION CONTEXT NGPUS PYTHON)
 endif
 

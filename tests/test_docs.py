@@ -147,6 +147,10 @@ def test_a_misspelt_or_wrongly_cased_make_variable_stops_make() -> None:
                               text=True)  # fmt: skip
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.count("\n") == 1 and named in proc.stderr
+    for target in ("predict", "push"):
+        proc = subprocess.run(["make", "-n", target, "MODEL=outputs/runs/x", "REPO=me/x"], cwd=REPO,
+                              env=subprocess_env(), capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 2 and "MODEL= is not a variable of this Makefile (did you mean RUN=?)" in proc.stderr
     proc = subprocess.run(["make", "-n", "predict", "model=x"], cwd=REPO, env=subprocess_env(), capture_output=True,
                           text=True)  # fmt: skip
     assert proc.returncode == 2 and "make predict needs RUN=<run dir or checkpoint dir>" in proc.stderr
