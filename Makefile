@@ -69,7 +69,7 @@ demo: setup  ## offline demo of the whole pipeline, both models, then their comp
 test: setup  ## run the tests (offline, a few minutes on 2 cores); the slow end-to-end ones: make test-slow
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-test-slow: setup  ## end-to-end checks: demo models learn, resume, preemption, sweeps and Optuna, compiled vs eager, DDP on CPU
+test-slow: setup  ## end-to-end checks: demo models learn, resume, preemption, sweeps and Optuna, compiled vs eager, DDP on CPU, the SpanBERT release format
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 train-ddp: setup  ## data-parallel training on NGPUS GPUs of one machine (trainer.batch_size is per GPU): make train-ddp NGPUS=4 model=spanbert_crf

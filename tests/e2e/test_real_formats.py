@@ -18,6 +18,7 @@ from tests.helpers import REPO, last_line, make, run_module, subprocess_env
 WINDOWS = ["data.max_length=64", "data.doc_stride=16", "data.max_query_length=16", "trainer.device=cpu"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["spanbert", "spanbert_crf"])
 def test_the_spanbert_release_trains_through_make_train(real: dict[str, Path], tmp_path: Path, model: str) -> None:
     """config.json without model_type, fp16 pytorch_model.bin, no tokenizer files; the Hub dataset layout."""

@@ -38,6 +38,7 @@ def test_missing_or_incomplete_checkpoint(tmp_path: Path, demo_dir: Path, setup,
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_wandb_key_without_network_falls_back_offline_and_the_key_is_never_saved(
     tmp_path: Path, demo_dir: Path
 ) -> None:

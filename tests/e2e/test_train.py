@@ -144,6 +144,7 @@ def test_demo_model_beats_the_all_empty_baseline(tmp_path: Path, demo_dir: Path,
     assert metrics["eval_f1"] > baseline_f1 + 5
 
 
+@pytest.mark.slow
 def test_best_checkpoint_is_selected_by_eval_f1(tmp_path: Path, demo_dir: Path) -> None:
     run = tmp_path / "run"
     train(
