@@ -10,13 +10,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 # A variable this Makefile does not read (MODEL=…, modle=…) would be ignored, and another run would start than the
-# one asked for: it stops make instead.
+# one asked for: it stops make instead. predict and push take a finished run: MODEL= there is a slip for RUN=.
 VARIABLES := model experiment launcher ARGS RUNS RUN REPO FILE OUT QUESTION CONTEXT NGPUS PYTHON
 GIVEN := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
 UNKNOWN := $(firstword $(filter-out $(VARIABLES),$(GIVEN)))
 ifneq ($(UNKNOWN),)
-# predict and push take a finished run, not a config group: MODEL= there means RUN=.
-CLOSEST := $(if $(and $(filter MODEL,$(UNKNOWN)),$(filter predict push,$(MAKECMDGOALS))),RUN,$(filter $(shell echo '$(UNKNOWN)' | tr A-Z a-z) $(shell echo '$(UNKNOWN)' | tr a-z A-Z),$(VARIABLES)))
+OTHER_CASE := $(filter $(shell echo '$(UNKNOWN)' | tr A-Z a-z) $(shell echo '$(UNKNOWN)' | tr a-z A-Z),$(VARIABLES))
+CLOSEST := $(if $(and $(filter MODEL,$(UNKNOWN)),$(filter predict push,$(MAKECMDGOALS))),RUN,$(OTHER_CASE))
 $(error $(UNKNOWN)= is not a variable of this Makefile$(if $(CLOSEST), (did you mean $(CLOSEST)=?)): its variables are model experiment launcher (Hydra config groups) and ARGS RUNS RUN REPO FILE OUT QUESTION CONTEXT NGPUS PYTHON)
 endif
 

@@ -138,19 +138,20 @@ def test_every_documented_command_has_a_rule_and_expands(command: Command) -> No
 
 
 def test_a_misspelt_or_wrongly_cased_make_variable_stops_make() -> None:
-    cases = {
-        "MODEL=spanbert_crf": "MODEL= is not a variable of this Makefile (did you mean model=?)",
-        "modle=spanbert_crf": "modle= is not a variable",
-    }
-    for variable, named in cases.items():
-        proc = subprocess.run(["make", "-n", "train", variable], cwd=REPO, env=subprocess_env(), capture_output=True,
+    cases = [  # (make arguments, what the one line names)
+        (["train", "MODEL=spanbert_crf"], "MODEL= is not a variable of this Makefile (did you mean model=?)"),
+        (["train", "modle=spanbert_crf"], "modle= is not a variable"),
+        (["predict", "MODEL=outputs/runs/x"], "MODEL= is not a variable of this Makefile (did you mean RUN=?)"),
+        (
+            ["push", "MODEL=outputs/runs/x", "REPO=me/x"],
+            "MODEL= is not a variable of this Makefile (did you mean RUN=?)",
+        ),
+    ]
+    for arguments, named in cases:
+        proc = subprocess.run(["make", "-n", *arguments], cwd=REPO, env=subprocess_env(), capture_output=True,
                               text=True)  # fmt: skip
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.count("\n") == 1 and named in proc.stderr
-    for target in ("predict", "push"):
-        proc = subprocess.run(["make", "-n", target, "MODEL=outputs/runs/x", "REPO=me/x"], cwd=REPO,
-                              env=subprocess_env(), capture_output=True, text=True)  # fmt: skip
-        assert proc.returncode == 2 and "MODEL= is not a variable of this Makefile (did you mean RUN=?)" in proc.stderr
     proc = subprocess.run(["make", "-n", "predict", "model=x"], cwd=REPO, env=subprocess_env(), capture_output=True,
                           text=True)  # fmt: skip
     assert proc.returncode == 2 and "make predict needs RUN=<run dir or checkpoint dir>" in proc.stderr
